@@ -1,0 +1,109 @@
+"""The loader delivers the right pixels from the right level, in order, in parallel; it drops empty tiles."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wsi_her2.config import GridConfig, LoaderConfig
+from wsi_her2.slide import open_slide, read_tile
+from wsi_her2.tiling.grid import build_tile_grid
+from wsi_her2.tiling.loader import SlideSource, iter_tile_batches, pixel_check
+from wsi_her2.tissue import TissueThresholds, detect_tissue
+
+
+def _grid(path: Path, **grid: object):
+    with open_slide(path) as reader:
+        mask = detect_tissue(reader)
+        return mask, build_tile_grid(mask, reader.info, GridConfig(**grid))  # type: ignore[arg-type]
+
+
+def _collect(path: Path, grid, cfg: LoaderConfig, **kwargs: object):
+    indices, images, kept, measurements = [], [], [], []
+    for batch in iter_tile_batches(SlideSource(str(path)), grid, cfg, **kwargs):  # type: ignore[arg-type]
+        indices.append(batch.indices.copy())
+        kept.append(batch.kept.copy())
+        if batch.images is not None:
+            images.append(batch.images.copy())
+        measurements.append({k: v.copy() for k, v in batch.measurements.items()})
+    return (
+        np.concatenate(indices),
+        (np.concatenate(images) if images else None),
+        np.concatenate(kept),
+        measurements,
+    )
+
+
+def test_parallel_workers_deliver_the_same_pixels_in_grid_order(
+    synthetic_slide: tuple[Path, np.ndarray],
+) -> None:
+    path, _ = synthetic_slide
+    mask, grid = _grid(path)
+    idx0, img0, kept0, _ = _collect(
+        path, grid, LoaderConfig(workers=0, batch_size=7), thresholds=mask.thresholds
+    )
+    idx2, img2, kept2, _ = _collect(
+        path, grid, LoaderConfig(workers=2, batch_size=7), thresholds=mask.thresholds
+    )
+    assert np.array_equal(idx0, np.arange(len(grid))) and np.array_equal(idx2, idx0)
+    assert np.array_equal(img0, img2) and np.array_equal(kept0, kept2)
+    assert img0.shape == (len(grid), 224, 224, 3)
+
+
+def test_delivered_tile_is_the_slide_region_resized(synthetic_slide: tuple[Path, np.ndarray]) -> None:
+    path, _ = synthetic_slide
+    mask, grid = _grid(path)
+    _, images, _, _ = _collect(path, grid, LoaderConfig(workers=0), thresholds=mask.thresholds)
+    with open_slide(path) as reader:
+        for i in (0, len(grid) // 2, len(grid) - 1):
+            expected = read_tile(reader, int(grid.x[i]), int(grid.y[i]), 1024, 1024, 224, 224)
+            assert np.array_equal(images[i], expected)
+            # and it is the same tissue as a level-0 read, shrunk (different level, same place)
+            full = reader.read_region(int(grid.x[i]), int(grid.y[i]), 1024, 1024, 0)
+            import cv2
+
+            small = cv2.resize(full, (224, 224), interpolation=cv2.INTER_AREA)
+            assert np.abs(small.astype(int) - images[i]).mean() < 25
+
+
+def test_glass_and_blurred_tiles_are_dropped_by_the_pixel_check() -> None:
+    import cv2
+
+    thresholds = TissueThresholds()
+    rng = np.random.default_rng(0)
+    glass = np.full((224, 224, 3), 240, np.uint8) + rng.integers(0, 3, (224, 224, 3), dtype=np.uint8)
+    tissue = np.full((224, 224, 3), (225, 160, 195), np.uint8)
+    for _ in range(150):
+        cx, cy = rng.integers(0, 224, 2)
+        cv2.circle(tissue, (int(cx), int(cy)), 4, (85, 55, 140), -1)
+    blurred = cv2.GaussianBlur(tissue, (0, 0), 6)
+    glass_fraction, _ = pixel_check(glass, thresholds)
+    tissue_fraction, sharp = pixel_check(tissue, thresholds)
+    _, soft = pixel_check(blurred, thresholds)
+    assert glass_fraction < 0.05 and tissue_fraction > 0.9
+    assert sharp > 100 * max(soft, 1e-3) or soft < LoaderConfig().min_blur_score < sharp
+
+
+def test_tile_function_runs_in_the_workers_on_kept_tiles(synthetic_slide: tuple[Path, np.ndarray]) -> None:
+    path, _ = synthetic_slide
+    mask, grid = _grid(path)
+    cfg = LoaderConfig(workers=2, return_images=False, batch_size=16)
+    _, images, kept, measured = _collect(path, grid, cfg, thresholds=mask.thresholds, tile_function=_mean_red)
+    assert images is None
+    reds = np.concatenate([m["mean_red"] for m in measured])
+    assert np.all(np.isfinite(reds[kept])) and np.all(reds[kept] > 50)
+
+
+def _mean_red(rgb: np.ndarray, valid_mask: np.ndarray | None) -> dict[str, float]:
+    return {"mean_red": float(rgb[..., 0].mean())}
+
+
+def test_a_broken_worker_becomes_a_clear_error(synthetic_slide: tuple[Path, np.ndarray]) -> None:
+    from wsi_her2.errors import WsiHer2Error
+
+    path, _ = synthetic_slide
+    _, grid = _grid(path)
+    with pytest.raises(WsiHer2Error):
+        list(iter_tile_batches(SlideSource(str(path) + ".missing"), grid, LoaderConfig(workers=1)))

@@ -1,0 +1,245 @@
+"""Frozen, validated configuration: one dataclass per stage, loadable from and savable to a file.
+
+Every stage takes its own config; invalid values raise :class:`ConfigError` at construction, so a
+bad option fails before any slide is opened. ``to_dict`` gives the resolved values that every
+output records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_type_hints
+
+from wsi_her2.errors import ConfigError, InputNotFoundError
+
+T = TypeVar("T", bound="StageConfig")
+
+
+class StageConfig:
+    """Mixin for the frozen config dataclasses: dict round-trip and shared validation helpers."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready values of every field."""
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, StageConfig):
+                value = value.to_dict()
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[field.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[T], values: Mapping[str, Any] | None = None, **overrides: Any) -> T:
+        """Build from a mapping (e.g. a config file section) plus keyword overrides.
+
+        Unknown keys are an error, so a typo in a config file never goes unnoticed. ``None``
+        overrides are ignored: they stand for "option not given".
+        """
+        merged = dict(values or {})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(merged) - names)
+        if unknown:
+            raise ConfigError(
+                f"unknown {cls.__name__} setting(s): {', '.join(unknown)}",
+                hint=f"valid settings are: {', '.join(sorted(names))}",
+            )
+        hints = get_type_hints(cls)
+        for name, value in list(merged.items()):
+            if isinstance(value, list) and "tuple" in str(hints.get(name, "")):
+                merged[name] = tuple(value)
+        return cls(**merged)
+
+    def replace(self: T, **changes: Any) -> T:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+def require(condition: bool, message: str, hint: str | None = None) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(message, hint=hint)
+
+
+def require_fraction(name: str, value: float) -> None:
+    """A value in [0, 1]."""
+    require(
+        isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0,
+        f"{name} must be between 0 and 1, got {value!r}",
+    )
+
+
+def require_positive(name: str, value: float | None, *, allow_none: bool = False) -> None:
+    """A finite value > 0 (or None when allowed)."""
+    if value is None and allow_none:
+        return
+    require(
+        isinstance(value, (int, float)) and math.isfinite(value) and value > 0,
+        f"{name} must be a positive number, got {value!r}",
+    )
+
+
+# Plausible µm/px for brightfield slides. 0.05 is beyond any scanner's 100x; 20 is a 0.5x overview.
+MIN_PLAUSIBLE_MPP = 0.05
+MAX_PLAUSIBLE_MPP = 20.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TissueConfig(StageConfig):
+    """Settings of :func:`wsi_her2.tissue.detect_tissue`.
+
+    Attributes:
+        mask_mpp: µm/px of the image the mask is computed on (a low pyramid level or thumbnail).
+        min_saturation: lowest Otsu threshold on HSV saturation (0-255), so a near-empty slide is
+            not thresholded inside its own glass noise.
+        min_optical_density: pixels whose optical density above the glass's exceeds this count as
+            tissue even when faint in saturation (pale hematoxylin, faint DAB).
+        min_texture: pixels whose local grey-level standard deviation (5x5 window at ``mask_mpp``)
+            exceeds this count as tissue: cells and fibres have texture, glass does not.
+        close_um: morphological closing radius that joins nearby fragments of one tissue piece.
+        min_area_um2: tissue pieces smaller than this are dropped (dust, debris).
+        max_hole_um2: holes smaller than this are filled; larger ones (lumina, tears) stay holes.
+        reject_pen: drop red, green, blue and black marker ink.
+        min_pen_area_um2: ink blobs smaller than this are left alone (dark nuclei, not strokes).
+        simplify_um: tolerance of polygon simplification.
+    """
+
+    mask_mpp: float = 4.0
+    min_saturation: int = 20
+    min_optical_density: float = 0.06
+    min_texture: float = 3.0
+    close_um: float = 16.0
+    min_area_um2: float = 20_000.0
+    max_hole_um2: float = 10_000.0
+    reject_pen: bool = True
+    min_pen_area_um2: float = 5_000.0
+    simplify_um: float = 4.0
+
+    def __post_init__(self) -> None:
+        require_positive("mask_mpp", self.mask_mpp)
+        require(0 <= self.min_saturation <= 255, "min_saturation must be within 0..255")
+        require_positive("min_optical_density", self.min_optical_density)
+        require(self.min_texture >= 0, f"min_texture must be >= 0, got {self.min_texture!r}")
+        for name in ("close_um", "min_area_um2", "max_hole_um2", "simplify_um", "min_pen_area_um2"):
+            value = getattr(self, name)
+            require(value >= 0, f"{name} must be >= 0, got {value!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GridConfig(StageConfig):
+    """Settings of :func:`wsi_her2.tiling.grid.build_tile_grid`.
+
+    Attributes:
+        tile_size_px: tile side in pixels at ``target_mpp``, or in level-0 pixels when
+            ``target_mpp`` is None (the default 1024 matches the HER2 training patches).
+        target_mpp: µm/px the tile size refers to, so that a tile covers the same tissue on a
+            20x and a 40x slide; None means the slide's own level-0 pixels.
+        overlap_px: overlap between neighbouring tiles, in the same pixels as ``tile_size_px``.
+        min_tissue_fraction: a tile is kept when at least this fraction of it lies on the
+            tissue mask (default 0.25: a quarter of a 1024-px tile is ~65x65 µm² at 0.25 µm/px,
+            enough cells to score).
+    """
+
+    tile_size_px: int = 1024
+    target_mpp: float | None = None
+    overlap_px: int = 0
+    min_tissue_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.tile_size_px, int) and 16 <= self.tile_size_px <= 16384,
+            f"tile_size_px must be an integer between 16 and 16384, got {self.tile_size_px!r}",
+        )
+        require_positive("target_mpp", self.target_mpp, allow_none=True)
+        require(
+            isinstance(self.overlap_px, int) and 0 <= self.overlap_px < self.tile_size_px,
+            f"overlap_px must be >= 0 and smaller than the tile ({self.tile_size_px} px)",
+        )
+        require_fraction("min_tissue_fraction", self.min_tissue_fraction)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoaderConfig(StageConfig):
+    """Settings of the tile loader (:mod:`wsi_her2.tiling.loader`).
+
+    Attributes:
+        output_size_px: side of each delivered tile (224 for the paper's classifiers).
+        batch_size: tiles per delivered batch.
+        workers: worker processes reading and decoding tiles (0 reads in the calling process).
+        prefetch_batches: batches read ahead per worker.
+        pixel_check: run the pixel-level empty/blur check on every tile.
+        min_pixel_tissue_fraction: a tile whose pixels are less than this fraction tissue is
+            dropped as background or glass, whatever the low-resolution mask said.
+        min_blur_score: tiles whose variance of the Laplacian (on the delivered tile, grey
+            0-255) is below this are dropped as out of focus; 0 turns the blur check off.
+        return_images: deliver the pixels; a tile function that runs in the workers may not need them.
+        start_method: multiprocessing start method ("fork", "forkserver", "spawn"; None = best).
+    """
+
+    output_size_px: int = 224
+    batch_size: int = 64
+    workers: int = 2
+    prefetch_batches: int = 2
+    pixel_check: bool = True
+    min_pixel_tissue_fraction: float = 0.10
+    min_blur_score: float = 8.0
+    return_images: bool = True
+    start_method: Literal["fork", "forkserver", "spawn"] | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.output_size_px, int) and 8 <= self.output_size_px <= 8192,
+            "output_size_px must be an integer between 8 and 8192",
+        )
+        require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be >= 1")
+        require(isinstance(self.workers, int) and 0 <= self.workers <= 256, "workers must be within 0..256")
+        require(self.prefetch_batches >= 1, "prefetch_batches must be >= 1")
+        require_fraction("min_pixel_tissue_fraction", self.min_pixel_tissue_fraction)
+        require(self.min_blur_score >= 0, "min_blur_score must be >= 0")
+        require(
+            self.start_method in (None, "fork", "forkserver", "spawn"),
+            f"start_method must be fork, forkserver or spawn, got {self.start_method!r}",
+        )
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON config file into a dict of sections.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        ConfigError: the file cannot be parsed or is not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(f"config file not found: {path}", hint="check the --config path")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            data: Any = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise ConfigError(
+                f"unknown config file type {suffix!r}: {path}", hint="use .toml, .yaml/.yml or .json"
+            )
+    except ConfigError:
+        raise
+    except Exception as exc:  # each parser has its own error type; the message is what matters
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data

@@ -1,0 +1,99 @@
+"""The outputs of ``wsi-her2 tile``: tile table, tissue GeoJSON, overview PNG, manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_her2._version import __version__
+from wsi_her2.outputs.atomic import ensure_dir, write_json
+from wsi_her2.outputs.geojson import write_tissue_geojson
+from wsi_her2.outputs.images import draw_tiling_overview, write_image
+from wsi_her2.outputs.tile_table import write_csv_columns
+from wsi_her2.pipeline import TilingResult, slide_summary
+
+TILES_CSV = "tiles.csv"
+TISSUE_GEOJSON = "tissue.geojson"
+OVERVIEW_PNG = "thumbnail.png"
+MANIFEST_JSON = "manifest.json"
+
+
+def now_iso() -> str:
+    """The current UTC time, ISO 8601."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def write_tiling_outputs(
+    result: TilingResult, out_dir: str | Path, config: dict[str, Any]
+) -> dict[str, Path]:
+    """Write the tiling outputs; the manifest is written last, so its presence means complete.
+
+    Args:
+        result: what the tiler found.
+        out_dir: the output folder (created if needed).
+        config: the resolved configuration of every stage, recorded in the manifest.
+
+    Returns:
+        The written files by role.
+    """
+    out = ensure_dir(out_dir)
+    prepared = result.slide
+    grid = prepared.grid
+    files: dict[str, Path] = {}
+    files["tiles"] = write_csv_columns(
+        out / TILES_CSV,
+        {
+            "tile_id": np.arange(len(grid)),
+            "col": grid.col,
+            "row": grid.row,
+            "x_level0_px": grid.x,
+            "y_level0_px": grid.y,
+            "width_level0_px": np.full(len(grid), grid.tile_size_px),
+            "height_level0_px": np.full(len(grid), grid.tile_size_px),
+            "tissue_fraction": grid.tissue_fraction,
+            "pixel_tissue_fraction": result.pixel_tissue_fraction,
+            "blur_score": result.blur_score,
+            "kept": result.kept,
+            "drop_reason": result.drop_reason,
+        },
+    )
+    files["tissue"] = write_tissue_geojson(out / TISSUE_GEOJSON, prepared.mask.polygons, prepared.info.mpp)
+    mask = prepared.mask
+    if mask.thumbnail is not None:
+        overview = draw_tiling_overview(
+            mask.thumbnail,
+            mask.mask,
+            mask.scale_x,
+            mask.scale_y,
+            grid.x,
+            grid.y,
+            grid.tile_size_px,
+            result.kept,
+        )
+        files["thumbnail"] = write_image(out / OVERVIEW_PNG, overview)
+    reasons = np.asarray(result.drop_reason)
+    manifest = {
+        "wsi_her2_version": __version__,
+        "command": "tile",
+        "created": now_iso(),
+        "coordinate_space": "level-0 pixels (origin top-left of the full-resolution image)",
+        "slide": slide_summary(prepared),
+        "tissue": mask.summary(),
+        "grid": grid.summary(),
+        "counts": {
+            "grid_positions": grid.n_cols * grid.n_rows,
+            "positions_on_tissue": grid.positions_on_tissue,
+            "tiles_over_tissue_threshold": len(grid),
+            "tiles_kept": int(result.kept.sum()),
+            "dropped_background": int((reasons == "background").sum()),
+            "dropped_blur": int((reasons == "blur").sum()),
+        },
+        "config": config,
+        "timings_s": {k: round(v, 4) for k, v in prepared.timings_s.items()},
+        "files": {role: path.name for role, path in files.items()},
+    }
+    files["manifest"] = write_json(out / MANIFEST_JSON, manifest)
+    return files

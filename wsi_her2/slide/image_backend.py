@@ -1,0 +1,113 @@
+"""Plain images (JPEG, PNG, BMP, one-level TIFF that tifffile declines) as one-level slides.
+
+The image is decoded once into memory and a small in-memory pyramid (4x steps) is built, so the
+tissue detector and the loader read low resolutions as cheaply as from a real pyramid. Plain
+images carry no trustworthy µm/px (a JPEG's 72 dpi is not the microscope's), so ``--mpp`` is needed.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from wsi_her2.errors import SlideReadError
+from wsi_her2.slide.base import LevelInfo, SlideInfo, resolve_mpp, transparent_to_white
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
+# 1.5 gigapixels of RGB is 4.5 GB in memory; larger images should be converted to a pyramidal TIFF.
+MAX_IMAGE_PIXELS = 1_500_000_000
+
+
+class ImageSlideReader:
+    """A :class:`~wsi_her2.slide.base.SlideReader` over an image decoded into memory."""
+
+    def __init__(self, path: str | Path, *, mpp: float | None = None, reason: str = "plain image") -> None:
+        """Decode ``path``.
+
+        Raises:
+            SlideReadError: the file is not a decodable image or is too large for memory.
+        """
+        self._path = str(path)
+        try:
+            with Image.open(self._path) as image:
+                pixels = image.width * image.height
+                if pixels > MAX_IMAGE_PIXELS:
+                    raise SlideReadError(
+                        f"{path}: {image.width}x{image.height} is too large to decode into memory",
+                        hint="convert it to a pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)",
+                    )
+                fmt = (image.format or Path(self._path).suffix.lstrip(".")).lower()
+                Image.MAX_IMAGE_PIXELS = None  # our own limit above applies
+                image.load()
+                if image.mode in ("RGBA", "LA", "P", "PA"):
+                    rgb = transparent_to_white(np.asarray(image.convert("RGBA")))
+                else:
+                    rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
+        except SlideReadError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            raise SlideReadError(f"{path}: not a readable image ({exc})") from exc
+        self._levels_px = [rgb]
+        while min(self._levels_px[-1].shape[:2]) >= 2048:
+            prev = self._levels_px[-1]
+            self._levels_px.append(
+                cv2.resize(prev, (prev.shape[1] // 4, prev.shape[0] // 4), interpolation=cv2.INTER_AREA)
+            )
+        for array in self._levels_px:
+            array.flags.writeable = False  # regions are views into these
+        h, w = rgb.shape[:2]
+        levels = tuple(
+            LevelInfo(i, a.shape[1], a.shape[0], w / a.shape[1]) for i, a in enumerate(self._levels_px)
+        )
+        mpp_x, mpp_y, source = resolve_mpp(self._path, None, mpp)
+        self._info = SlideInfo(
+            path=self._path,
+            backend="image",
+            backend_reason=reason,
+            vendor="jpeg" if fmt in ("jpeg", "jpg", "mpo") else fmt,
+            width=w,
+            height=h,
+            levels=levels,
+            mpp_x=mpp_x,
+            mpp_y=mpp_y,
+            mpp_source=source,
+            metadata_mpp=None,
+            objective_power=None,
+        )
+
+    @property
+    def info(self) -> SlideInfo:
+        """Facts about the slide."""
+        return self._info
+
+    def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
+        """Read ``width`` x ``height`` pixels of ``level`` at level-0 (x, y); RGB uint8, white outside."""
+        src = self._levels_px[level]
+        ds = self._info.levels[level].downsample
+        lx, ly = math.floor(x / ds + 0.5), math.floor(y / ds + 0.5)
+        if lx >= 0 and ly >= 0 and lx + width <= src.shape[1] and ly + height <= src.shape[0]:
+            return src[ly : ly + height, lx : lx + width]
+        out = np.full((height, width, 3), 255, np.uint8)
+        x0, y0 = max(lx, 0), max(ly, 0)
+        x1, y1 = min(lx + width, src.shape[1]), min(ly + height, src.shape[0])
+        if x0 < x1 and y0 < y1:
+            out[y0 - ly : y1 - ly, x0 - lx : x1 - lx] = src[y0:y1, x0:x1]
+        return out
+
+    def associated_image(self, name: str) -> np.ndarray:
+        """Plain images have no associated images."""
+        raise KeyError(name)
+
+    def close(self) -> None:
+        """Free the decoded pixels."""
+        self._levels_px = []
+
+    def __enter__(self) -> ImageSlideReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,349 @@
+"""The tile loader: batches of tiles at the size a model needs, read in worker processes.
+
+Each worker opens the slide once, reads every tile from the pyramid level nearest to the output
+size (never decoding level 0 to throw most of it away), resizes with area interpolation, runs the
+pixel-level empty/blur check, and optionally a tile function (e.g. the DAB scorer) on the pixels.
+Pixels travel back through shared memory, not pipes: a worker writes straight into a slot of a
+ring that the consumer reads without a copy.
+
+The loader is torch-free; :mod:`wsi_her2.inference` turns its batches into tensors.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+from multiprocessing.context import BaseContext
+from typing import Any
+
+import cv2
+import numpy as np
+from shapely.geometry import MultiPolygon
+
+from wsi_her2.config import LoaderConfig
+from wsi_her2.errors import WsiHer2Error
+from wsi_her2.slide import open_slide
+from wsi_her2.slide.base import SlideReader
+from wsi_her2.slide.regions import read_tile
+from wsi_her2.tiling.grid import TileGrid
+from wsi_her2.tissue import TissueThresholds, tissue_pixels
+
+# A function run on each tile's pixels inside the workers; must be picklable.
+TileFunction = Callable[..., Mapping[str, float]]
+# The tissue check runs on a copy at most this wide (a 1024-px tile at 0.25 µm/px becomes 2 µm/px,
+# near the mask's resolution, for which the thresholds were set); blur is judged on the delivered tile.
+_CHECK_SIZE_PX = 128
+
+
+@dataclass(frozen=True)
+class SlideSource:
+    """How a worker opens the slide (a reader itself cannot cross a process boundary)."""
+
+    path: str
+    mpp: float | None = None
+    backend: str = "auto"
+
+    def open(self) -> SlideReader:
+        """Open the slide."""
+        return open_slide(self.path, mpp=self.mpp, backend=self.backend)  # type: ignore[arg-type]
+
+
+@dataclass
+class TileBatch:
+    """Tiles delivered together; every array has one entry per tile, in grid order.
+
+    Attributes:
+        indices: positions of the tiles in the grid.
+        images: (n, size, size, 3) uint8 RGB, or None when images are not returned. May be a view
+            into shared memory that is reused once the next batch is requested: copy to keep.
+        kept: True where the tile passed the pixel-level check.
+        pixel_tissue_fraction: fraction of the tile's pixels that look like tissue.
+        blur_score: variance of the Laplacian of the tile (grey levels²); low means blurred or empty.
+        measurements: per-tile outputs of the tile function, by name (empty when there is none).
+    """
+
+    indices: np.ndarray
+    images: np.ndarray | None
+    kept: np.ndarray
+    pixel_tissue_fraction: np.ndarray
+    blur_score: np.ndarray
+    measurements: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+def pixel_check(rgb: np.ndarray, thresholds: TissueThresholds) -> tuple[float, float]:
+    """Tissue fraction and blur score of one tile.
+
+    Returns:
+        (fraction of pixels that are tissue, blur score). The blur score is the variance of the
+        Laplacian of the grey tile divided by the tissue fraction (glass adds no edges, so this
+        is about the variance over the tissue alone); 0 when there is almost no tissue.
+    """
+    h, w = rgb.shape[:2]
+    factor = -(-w // _CHECK_SIZE_PX)  # an integer reduction takes OpenCV's fast area path
+    small = rgb if factor <= 1 else cv2.resize(rgb, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    fraction = float(np.count_nonzero(tissue_pixels(small, thresholds))) / (small.shape[0] * small.shape[1])
+    if fraction < 0.01:
+        return fraction, 0.0
+    laplacian = cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_16S, ksize=1)
+    _, std = cv2.meanStdDev(laplacian)
+    return fraction, float(std[0, 0]) ** 2 / fraction
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What a worker needs to produce one batch (picklable, small)."""
+
+    batch_id: int
+    indices: np.ndarray
+    xs: np.ndarray
+    ys: np.ndarray
+    slot: int
+
+
+class _WorkerState:
+    """Per-process state: opened once by the pool initializer."""
+
+    reader: SlideReader
+    tile_size_px: int
+    cfg: LoaderConfig
+    thresholds: TissueThresholds
+    tile_function: TileFunction | None
+    roi: MultiPolygon | None
+    shm: shared_memory.SharedMemory | None
+    slot_shape: tuple[int, ...]
+
+
+_STATE: _WorkerState | None = None
+
+
+def _init_worker(
+    source: SlideSource,
+    tile_size_px: int,
+    cfg: LoaderConfig,
+    thresholds: TissueThresholds,
+    tile_function: TileFunction | None,
+    roi: MultiPolygon | None,
+    shm_name: str | None,
+    n_slots: int,
+) -> None:
+    global _STATE
+    cv2.setNumThreads(1)  # one process per core already
+    state = _WorkerState()
+    state.reader = source.open()
+    state.tile_size_px = tile_size_px
+    state.cfg = cfg
+    state.thresholds = thresholds
+    state.tile_function = tile_function
+    state.roi = roi
+    state.slot_shape = (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
+    state.shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
+    _STATE = state
+
+
+def _slot_view(shm: shared_memory.SharedMemory, slot: int, slot_shape: tuple[int, ...]) -> np.ndarray:
+    size = int(np.prod(slot_shape))
+    return np.ndarray(slot_shape, np.uint8, buffer=shm.buf, offset=slot * size)
+
+
+def _valid_mask(state: _WorkerState, x: int, y: int) -> np.ndarray | None:
+    if state.roi is None:
+        return None
+    from wsi_her2.roi import rasterize
+
+    size = state.cfg.output_size_px
+    scale = state.tile_size_px / size
+    return rasterize(state.roi, (size, size), scale, scale, offset_xy=(x, y))
+
+
+def _run_job(job: _Job, out: np.ndarray | None, state: _WorkerState) -> dict[str, Any]:
+    """Read, check and process the tiles of one job; pixels go to ``out`` when given."""
+    n = len(job.indices)
+    size = state.cfg.output_size_px
+    kept = np.ones(n, bool)
+    fractions = np.ones(n, np.float32)
+    blur = np.zeros(n, np.float32)
+    measured: dict[str, np.ndarray] = {}
+    for i in range(n):
+        x, y = int(job.xs[i]), int(job.ys[i])
+        tile = read_tile(state.reader, x, y, state.tile_size_px, state.tile_size_px, size, size)
+        if out is not None:
+            out[i] = tile
+        if state.cfg.pixel_check:
+            fractions[i], blur[i] = pixel_check(tile, state.thresholds)
+            kept[i] = (
+                fractions[i] >= state.cfg.min_pixel_tissue_fraction and blur[i] >= state.cfg.min_blur_score
+            )
+        if state.tile_function is not None and kept[i]:
+            values = state.tile_function(tile, _valid_mask(state, x, y))
+            for key, value in values.items():
+                if key not in measured:
+                    measured[key] = np.full(n, np.nan, np.float64)
+                measured[key][i] = value
+    return {
+        "batch_id": job.batch_id,
+        "slot": job.slot,
+        "kept": kept,
+        "fractions": fractions,
+        "blur": blur,
+        "measurements": measured,
+    }
+
+
+def _worker_job(job: _Job) -> dict[str, Any]:
+    state = _STATE
+    assert state is not None, "worker not initialised"  # programmer error, not user input
+    out = _slot_view(state.shm, job.slot, state.slot_shape)[: len(job.indices)] if state.shm else None
+    return _run_job(job, out, state)
+
+
+def default_start_method() -> str:
+    """Forkserver where it exists, else spawn.
+
+    Plain fork is not safe here: a child forked after OpenCV (or torch) has started its thread
+    pool in the parent can deadlock on the first resize, which is exactly what the loader does.
+    """
+    return "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+
+
+def iter_tile_batches(
+    source: SlideSource,
+    grid: TileGrid,
+    cfg: LoaderConfig | None = None,
+    *,
+    thresholds: TissueThresholds | None = None,
+    tile_function: TileFunction | None = None,
+    roi: MultiPolygon | None = None,
+) -> Iterator[TileBatch]:
+    """Deliver the grid's tiles in batches, in grid order.
+
+    Args:
+        source: the slide (path, µm/px override, backend).
+        grid: the tiles to read.
+        cfg: output size, batch size, workers, pixel check.
+        thresholds: tissue thresholds of this slide (from its :class:`~wsi_her2.tissue.TissueMask`).
+        tile_function: optional picklable ``f(rgb, valid_mask) -> {name: value}`` run on every
+            tile that passes the pixel check, inside the workers.
+        roi: optional regions; ``valid_mask`` passed to the tile function marks pixels inside them.
+
+    Yields:
+        :class:`TileBatch` objects. Their ``images`` may live in shared memory that is reused
+        after the next batch is requested.
+    """
+    cfg = cfg or LoaderConfig()
+    thresholds = thresholds or TissueThresholds()
+    n = len(grid)
+    if n == 0:
+        return
+    starts = list(range(0, n, cfg.batch_size))
+
+    def job(k: int, slot: int) -> _Job:
+        sl = slice(starts[k], min(starts[k] + cfg.batch_size, n))
+        return _Job(k, np.arange(sl.start, sl.stop), grid.x[sl], grid.y[sl], slot)
+
+    def to_batch(result: dict[str, Any], j: _Job, images: np.ndarray | None) -> TileBatch:
+        return TileBatch(
+            indices=j.indices,
+            images=images,
+            kept=result["kept"],
+            pixel_tissue_fraction=result["fractions"],
+            blur_score=result["blur"],
+            measurements=result["measurements"],
+        )
+
+    if cfg.workers == 0:
+        state = _WorkerState()
+        state.reader = source.open()
+        state.tile_size_px, state.cfg, state.thresholds = grid.tile_size_px, cfg, thresholds
+        state.tile_function, state.roi, state.shm = tile_function, roi, None
+        try:
+            for k in range(len(starts)):
+                j = job(k, 0)
+                images = (
+                    np.empty((len(j.indices), cfg.output_size_px, cfg.output_size_px, 3), np.uint8)
+                    if cfg.return_images
+                    else None
+                )
+                yield to_batch(_run_job(j, images, state), j, images)
+        finally:
+            state.reader.close()
+        return
+
+    workers = min(cfg.workers, len(starts))
+    n_slots = workers * cfg.prefetch_batches + 1
+    slot_shape = (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
+    shm = (
+        shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots)
+        if cfg.return_images
+        else None
+    )
+    executor = ProcessPoolExecutor(
+        workers,
+        mp_context=_context(cfg.start_method),
+        initializer=_init_worker,
+        initargs=(
+            source,
+            grid.tile_size_px,
+            cfg,
+            thresholds,
+            tile_function,
+            roi,
+            shm.name if shm else None,
+            n_slots,
+        ),
+    )
+    try:
+        free = deque(range(n_slots))
+        pending: deque[tuple[_Job, Future[dict[str, Any]]]] = deque()
+        next_k = 0
+
+        def submit() -> None:
+            nonlocal next_k
+            while free and next_k < len(starts) and len(pending) < n_slots - 1:
+                j = job(next_k, free.popleft())
+                pending.append((j, executor.submit(_worker_job, j)))
+                next_k += 1
+
+        submit()
+        while pending:
+            j, future = pending.popleft()
+            try:
+                result = future.result()
+            except BrokenProcessPool as exc:
+                raise WsiHer2Error(
+                    "a tile-reading worker process died (out of memory, or a crash inside a slide library)",
+                    hint="retry with --workers 0 to read in one process and see the error",
+                ) from exc
+            images = _slot_view(shm, j.slot, slot_shape)[: len(j.indices)] if shm else None
+            yield to_batch(result, j, images)
+            free.append(j.slot)  # the consumer asked for the next batch: this slot may be reused
+            submit()
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        if shm is not None:
+            shm.close()
+            shm.unlink()
+
+
+def _context(start_method: str | None) -> BaseContext:
+    method = start_method or default_start_method()
+    ctx = mp.get_context(method)
+    if method == "forkserver":
+        # The server imports the loader once; each worker then forks from it in milliseconds.
+        ctx.set_forkserver_preload(["wsi_her2.tiling.loader"])
+    return ctx
+
+
+def worker_count(requested: int | None) -> int:
+    """Workers to use when the user did not say: one per core, at most 16."""
+    if requested is not None:
+        return requested
+    return max(1, min(16, os.cpu_count() or 1))
