@@ -1,0 +1,217 @@
+"""Checkpoints that are safe to load: safetensors weights plus a JSON model card.
+
+A checkpoint is a folder holding ``model.safetensors`` and ``model_card.json``. Loading never
+unpickles anything, so a checkpoint from a stranger cannot run code. The card carries everything
+needed to use the weights the way they were trained: architecture, classes, stain, input size,
+mean/std, the tile geometry and µm/px of the training tiles, plus the data description, recipe
+and metrics. The card records the SHA-256 of the weight file, and loading checks it.
+
+This module is torch-free; :mod:`wsi_her2.models.loading` builds the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from wsi_her2._version import __version__
+from wsi_her2.errors import InputNotFoundError, ModelError
+
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "model_card.json"
+CARD_FORMAT = "wsi-her2-model-card"
+CARD_VERSION = 1
+STAINS = ("ihc", "he")
+# ImageNet statistics: the normalisation every ImageNet-pretrained timm model of the paper expects.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelCard:
+    """What a checkpoint is and how to feed it.
+
+    Attributes:
+        architecture: registered architecture name (see :mod:`wsi_her2.models.registry`).
+        classes: class names in output order, e.g. ("0", "1+", "2+", "3+").
+        stain: "ihc" or "he": the slides the model was trained on.
+        input_size_px: side of the network input (224 in the paper).
+        mean: per-channel mean (RGB, 0-1 scale) subtracted before the network.
+        std: per-channel standard deviation (RGB, 0-1 scale).
+        tile_size_px: side of a training tile in pixels at ``tile_mpp`` (BCI: 1024).
+        tile_mpp: µm/px of the training tiles; None when unknown (tiles are then cut in level-0 px).
+        label_granularity: "slide" when tile labels are the slide's score (BCI), "tile" when each
+            tile was labelled on its own; decides the default slide-level rule.
+        head_hidden: widths of the head's hidden layers.
+        head_dropout: dropout of the head.
+        name: a human name for the model.
+        training_data: description of the training data (dataset, split, counts, licence).
+        recipe: the resolved training configuration.
+        metrics: validation/test metrics.
+        weights_sha256: SHA-256 of the weight file.
+        wsi_her2_version: the version that wrote the checkpoint.
+        created: ISO 8601 time of writing.
+        notes: free text (limits, intended use).
+    """
+
+    architecture: str
+    classes: tuple[str, ...]
+    stain: str
+    input_size_px: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    tile_size_px: int = 1024
+    tile_mpp: float | None = None
+    label_granularity: str = "slide"
+    head_hidden: tuple[int, ...] = (512, 256)
+    head_dropout: float = 0.5
+    name: str = ""
+    training_data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    recipe: dict[str, Any] = dataclasses.field(default_factory=dict)
+    metrics: dict[str, Any] = dataclasses.field(default_factory=dict)
+    weights_sha256: str = ""
+    wsi_her2_version: str = __version__
+    created: str = ""
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.stain not in STAINS:
+            problems.append(f"stain must be one of {STAINS}, not {self.stain!r}")
+        if len(self.classes) < 2:
+            problems.append("at least two classes are needed")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            problems.append("mean and std need three values, std positive")
+        if self.input_size_px < 16 or self.tile_size_px < 16:
+            problems.append("input_size_px and tile_size_px must be at least 16")
+        if self.tile_mpp is not None and self.tile_mpp <= 0:
+            problems.append("tile_mpp must be positive")
+        if self.label_granularity not in ("slide", "tile"):
+            problems.append("label_granularity must be 'slide' or 'tile'")
+        if problems:
+            raise ModelError("invalid model card: " + "; ".join(problems))
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return len(self.classes)
+
+    @property
+    def tile_size_um(self) -> float | None:
+        """Side of a training tile in µm, when known."""
+        return None if self.tile_mpp is None else self.tile_size_px * self.tile_mpp
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready card with its format tag."""
+        data = dataclasses.asdict(self)
+        for key in ("classes", "mean", "std", "head_hidden"):
+            data[key] = list(data[key])
+        return {"format": CARD_FORMAT, "format_version": CARD_VERSION, **data}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelCard:
+        """Parse a card; unknown keys from newer versions are ignored, missing required ones are errors."""
+        if data.get("format") != CARD_FORMAT:
+            raise ModelError("not a wsi-her2 model card (missing 'format': 'wsi-her2-model-card')")
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        missing = [k for k in ("architecture", "classes", "stain") if k not in values]
+        if missing:
+            raise ModelError(f"model card lacks {', '.join(missing)}")
+        for key in ("classes", "mean", "std", "head_hidden"):
+            if key in values:
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ModelError(f"invalid model card: {exc}") from exc
+
+    def identity(self) -> dict[str, Any]:
+        """The short identity recorded in every report: name, architecture, classes, stain, hash."""
+        return {
+            "name": self.name,
+            "architecture": self.architecture,
+            "classes": list(self.classes),
+            "stain": self.stain,
+            "weights_sha256": self.weights_sha256,
+            "wsi_her2_version": self.wsi_her2_version,
+        }
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
+    """The weight file and card file of a checkpoint given as its folder or its weight file.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        ModelError: the weight file or the card is missing, or the weights are not safetensors.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(
+            f"checkpoint not found: {path}", hint="give the checkpoint folder or its .safetensors file"
+        )
+    if path.is_dir():
+        weights, card = path / WEIGHTS_FILE, path / CARD_FILE
+    else:
+        weights = path
+        card = path.with_name(CARD_FILE)
+        if not card.exists():
+            card = path.with_suffix(".json")
+    if weights.suffix in (".pt", ".pth", ".ckpt", ".bin", ".pkl"):
+        raise ModelError(
+            f"{weights.name} is a pickle-based checkpoint, which wsi-her2 never loads (it could run code)",
+            hint="use a checkpoint written by `wsi-her2 train` (model.safetensors + model_card.json)",
+        )
+    if not weights.is_file():
+        raise ModelError(
+            f"no weight file {weights.name} in {weights.parent}",
+            hint="give a folder written by `wsi-her2 train`",
+        )
+    if not card.is_file():
+        raise ModelError(
+            f"no model card beside {weights}", hint=f"the checkpoint folder must hold {CARD_FILE}"
+        )
+    return weights, card
+
+
+def read_card(path: str | Path, *, verify_hash: bool = True) -> tuple[ModelCard, Path]:
+    """Read a checkpoint's card and check that it belongs to its weight file.
+
+    Args:
+        path: the checkpoint folder or its weight file.
+        verify_hash: compare the weight file's SHA-256 with the card's.
+
+    Returns:
+        (card, weight file path).
+
+    Raises:
+        ModelError: unreadable card, or weights that are not the ones the card describes.
+    """
+    weights, card_path = resolve_checkpoint(path)
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"model card {card_path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ModelError(f"model card {card_path} is not a JSON object")
+    card = ModelCard.from_dict(data)
+    if verify_hash and card.weights_sha256:
+        actual = file_sha256(weights)
+        if actual != card.weights_sha256:
+            raise ModelError(
+                f"{weights.name} does not match its model card (SHA-256 {actual[:12]}... vs {card.weights_sha256[:12]}...)",
+                hint="the weights were replaced or damaged; use the folder written by `wsi-her2 train`",
+            )
+    return card, weights

@@ -1,0 +1,64 @@
+"""Saving and loading checkpoints with torch: safetensors only, card checked against the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from pathlib import Path
+
+import torch
+
+from wsi_her2.errors import ModelError
+from wsi_her2.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, file_sha256, read_card
+from wsi_her2.models.registry import Her2Classifier, create_model
+from wsi_her2.outputs.atomic import atomic_path, ensure_dir, write_json
+
+
+def save_checkpoint(model: Her2Classifier, card: ModelCard, folder: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``model_card.json`` (with the weights' hash) atomically.
+
+    Returns:
+        The checkpoint folder.
+    """
+    from safetensors.torch import save_file
+
+    folder = ensure_dir(folder)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "wsi-her2", "architecture": card.architecture, "num_classes": str(card.num_classes)}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    created = card.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    card = dataclasses.replace(card, weights_sha256=file_sha256(folder / WEIGHTS_FILE), created=created)
+    write_json(folder / CARD_FILE, card.to_dict())
+    return folder
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[Her2Classifier, ModelCard]:
+    """Load a checkpoint folder (or its weight file) into a model in eval mode.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        ModelError: not a safetensors checkpoint, the card does not match the weights, or the
+            weights do not fit the architecture and classes the card names.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card, weights = read_card(path)
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"{weights} is not a readable safetensors file ({exc})") from exc
+    model = create_model(
+        card.architecture, card.num_classes, hidden=card.head_hidden, dropout=card.head_dropout
+    )
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "shape or key mismatch"
+        raise ModelError(
+            f"the weights in {weights.name} do not fit a {card.architecture} with {card.num_classes} classes "
+            f"as the model card says ({first})",
+            hint="the card and weights come from different models",
+        ) from exc
+    return model.to(device).eval(), card
