@@ -211,7 +211,8 @@ def read_card(path: str | Path, *, verify_hash: bool = True) -> tuple[ModelCard,
         actual = file_sha256(weights)
         if actual != card.weights_sha256:
             raise ModelError(
-                f"{weights.name} does not match its model card (SHA-256 {actual[:12]}... vs {card.weights_sha256[:12]}...)",
+                f"{weights.name} does not match its model card "
+                f"(SHA-256 {actual[:12]}... vs {card.weights_sha256[:12]}...)",
                 hint="the weights were replaced or damaged; use the folder written by `wsi-her2 train`",
             )
     return card, weights

@@ -27,7 +27,7 @@ def save_checkpoint(model: Her2Classifier, card: ModelCard, folder: str | Path) 
     metadata = {"format": "wsi-her2", "architecture": card.architecture, "num_classes": str(card.num_classes)}
     with atomic_path(folder / WEIGHTS_FILE) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-    created = card.created or dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    created = card.created or dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     card = dataclasses.replace(card, weights_sha256=file_sha256(folder / WEIGHTS_FILE), created=created)
     write_json(folder / CARD_FILE, card.to_dict())
     return folder

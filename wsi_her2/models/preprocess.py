@@ -1,6 +1,7 @@
-"""The one preprocessing path from uint8 RGB tiles to network input, shared by training, evaluation,
-scoring and explanation, so that a model always sees what it was trained on.
+"""The one preprocessing path from uint8 RGB tiles to network input.
 
+Training, evaluation, scoring and explanation all use it, so a model always sees what it was
+trained on.
 Resizing (when tiles are not already at the card's input size) and normalisation run on the
 target device: on a GPU the CPU only moves uint8 bytes.
 """

@@ -192,7 +192,7 @@ def _timm_backbone(arch: Architecture, pretrained: bool | str | Path) -> nn.Modu
 
 
 def _download_pretrained(arch: Architecture, kwargs: dict[str, Any]) -> nn.Module:
-    """timm's ImageNet weights from the local cache, else from the hub with short timeouts."""
+    """Timm's ImageNet weights from the local cache, else from the hub with short timeouts."""
     import timm
 
     name = f"{arch.timm_name}.{arch.pretrained_tag}"
