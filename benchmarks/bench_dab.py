@@ -101,9 +101,7 @@ def main() -> None:
     cfg = DabConfig()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} logical CPUs, ", end="")
     print(f"Python {platform.python_version()}, OpenCV {cv2.__version__}, numpy {np.__version__}; 1 thread")
-    print(
-        f"target: {TARGET_TILES_PER_S:.0f} tiles/s/core (256x256 µm tiles, analysed at {cfg.work_mpp} µm/px)"
-    )
+    print(f"target: {TARGET_TILES_PER_S:.0f} tiles/s/core (256x256 µm tiles, analysed at {cfg.work_mpp} µm/px)")
 
     stains = default_stain_vectors()
     tiles = synthetic_tiles()

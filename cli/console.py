@@ -29,14 +29,8 @@ out_console = Console()
 
 def setup_logging(verbose: int, quiet: bool) -> None:
     """Configure logging once, for the command line only (the library never does)."""
-    level = (
-        logging.ERROR
-        if quiet
-        else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
-    )
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)]
-    )
+    level = logging.ERROR if quiet else (logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
     # tifffile logs a warning for every oddity of a damaged file; our own error says it once.
     logging.getLogger("tifffile").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
 

@@ -49,9 +49,7 @@ def _version() -> str:
     return __version__
 
 
-@click.group(
-    cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
-)
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(_version(), "--version", prog_name="wsi-her2")
 def cli() -> None:
     """Score HER2 (0, 1+, 2+, 3+) of breast cancer whole-slide images.

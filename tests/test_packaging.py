@@ -36,7 +36,5 @@ def test_help_does_not_import_heavy_libraries() -> None:
 def test_version_is_reported() -> None:
     from wsi_her2 import __version__
 
-    out = subprocess.run(
-        [sys.executable, "-m", "wsi_her2_cli.main", "--version"], capture_output=True, text=True
-    )
+    out = subprocess.run([sys.executable, "-m", "wsi_her2_cli.main", "--version"], capture_output=True, text=True)
     assert __version__ in out.stdout

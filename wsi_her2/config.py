@@ -209,6 +209,40 @@ class LoaderConfig(StageConfig):
         )
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig(StageConfig):
+    """Settings of the inference engine.
+
+    Attributes:
+        device: "auto" (CUDA when present, else MPS, else CPU), "cpu", "cuda", "cuda:N" or "mps".
+        batch_size: tiles per forward pass (None: 256 on CUDA, 32 elsewhere).
+        precision: "auto" (bf16 on CUDA, fp32 elsewhere), "fp32", "bf16" or "fp16".
+        channels_last: channels-last memory format on CUDA (faster convolutions).
+        compile: ``torch.compile`` the model (slow first batch, faster afterwards).
+        threads: CPU threads for torch (None leaves torch's default).
+    """
+
+    device: str = "auto"
+    batch_size: int | None = None
+    precision: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        require(
+            self.device in DEVICES or self.device.startswith("cuda:"),
+            f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}",
+        )
+        require(self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1")
+        require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+        require(self.threads is None or self.threads >= 1, "threads must be >= 1")
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML, YAML or JSON config file into a dict of sections.
 
@@ -231,9 +265,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         elif suffix == ".json":
             data = json.loads(text)
         else:
-            raise ConfigError(
-                f"unknown config file type {suffix!r}: {path}", hint="use .toml, .yaml/.yml or .json"
-            )
+            raise ConfigError(f"unknown config file type {suffix!r}: {path}", hint="use .toml, .yaml/.yml or .json")
     except ConfigError:
         raise
     except Exception as exc:  # each parser has its own error type; the message is what matters

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 # Four-class HER2 IHC scores, in order.
 SCORES_4: tuple[str, ...] = ("0", "1+", "2+", "3+")
 # Three-class grouping used by the paper: negative (0/1+), equivocal (2+), positive (3+).
@@ -61,7 +63,7 @@ class PercentageRule:
 
 
 def classify_by_percentages(
-    fractions: Sequence[float], rule: PercentageRule | None = None, *, min_3plus_focus: float = 0.0
+    fractions: Sequence[float] | np.ndarray, rule: PercentageRule | None = None, *, min_3plus_focus: float = 0.0
 ) -> int:
     """Apply the ASCO/CAP percentage rule to class fractions.
 
@@ -89,7 +91,9 @@ def classify_by_percentages(
     return 0
 
 
-def classify_3class_by_percentages(fractions: Sequence[float], rule: PercentageRule | None = None) -> int:
+def classify_3class_by_percentages(
+    fractions: Sequence[float] | np.ndarray, rule: PercentageRule | None = None
+) -> int:
     """The percentage rule for 3-class models (negative, equivocal, positive).
 
     Returns:

@@ -156,7 +156,5 @@ def write_synthetic_slide(
                     np.array([200, 150, 190], np.uint8),
                     np.array(_GLASS_RGB, np.uint8),
                 ).astype(np.uint8)
-                tif.write(
-                    thumb, description=f"{width}x{height} -> thumbnail", photometric="rgb", metadata=None
-                )
+                tif.write(thumb, description=f"{width}x{height} -> thumbnail", photometric="rgb", metadata=None)
     return tissue_map

@@ -174,9 +174,7 @@ def tissue_mask_from_rgb(
     tissue = tissue_pixels(rgb, thresholds, denoise=True)
     if cfg.reject_pen:
         # Ink strokes are wide; a few dark or blue pixels are nuclei, not a pen.
-        pen = (
-            _drop_small_pieces(pen_ink_mask(hsv).astype(np.uint8), cfg.min_pen_area_um2 / (px_um * px_um)) > 0
-        )
+        pen = _drop_small_pieces(pen_ink_mask(hsv).astype(np.uint8), cfg.min_pen_area_um2 / (px_um * px_um)) > 0
         if pen.any():
             grow = _disk(max(1.0, 8.0 / px_um))  # ink edges are paler than the stroke
             if grow is not None:

@@ -42,9 +42,7 @@ def test_tiling_real_slides_writes_every_output(run_cli, tmp_path: Path, name: s
 def test_tile_table_geometry_on_a_synthetic_slide(run_cli, tmp_path: Path, synthetic_slide) -> None:
     path, _ = synthetic_slide
     out = tmp_path / "out"
-    result = run_cli(
-        "tile", path, "-o", out, "--workers", "2", "-q", "--target-mpp", "0.5", "--tile-size", "512"
-    )
+    result = run_cli("tile", path, "-o", out, "--workers", "2", "-q", "--target-mpp", "0.5", "--tile-size", "512")
     assert result.exit_code == 0, result.stderr
     table = read_csv_columns(out / "tiles.csv")
     xs = np.array(table["x_level0_px"], int)

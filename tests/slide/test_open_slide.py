@@ -117,9 +117,7 @@ def test_synthetic_slide_levels_and_metadata(synthetic_slide: tuple[Path, np.nda
         assert info.mpp == 0.25 and info.objective_power == 40
         assert "thumbnail" in info.associated_images
         ours = reader.read_region(2048, 1024, 256, 256, 1)
-        theirs = np.asarray(
-            openslide.OpenSlide(str(path)).read_region((2048, 1024), 1, (256, 256)).convert("RGB")
-        )
+        theirs = np.asarray(openslide.OpenSlide(str(path)).read_region((2048, 1024), 1, (256, 256)).convert("RGB"))
         assert np.array_equal(ours, theirs)
 
 
@@ -162,7 +160,4 @@ def test_forcing_openslide_reads_the_same_slide() -> None:
     path = fixture_path("slides", "aperio-cmu1-small-region.svs")
     with open_slide(path, backend="openslide") as a, open_slide(path) as b:
         assert a.info.backend == "openslide" and b.info.backend == "tifffile"
-        assert (
-            np.abs(a.read_region(240, 480, 300, 300).astype(int) - b.read_region(240, 480, 300, 300)).max()
-            <= 1
-        )
+        assert np.abs(a.read_region(240, 480, 300, 300).astype(int) - b.read_region(240, 480, 300, 300)).max() <= 1

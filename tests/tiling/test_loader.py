@@ -41,12 +41,8 @@ def test_parallel_workers_deliver_the_same_pixels_in_grid_order(
 ) -> None:
     path, _ = synthetic_slide
     mask, grid = _grid(path)
-    idx0, img0, kept0, _ = _collect(
-        path, grid, LoaderConfig(workers=0, batch_size=7), thresholds=mask.thresholds
-    )
-    idx2, img2, kept2, _ = _collect(
-        path, grid, LoaderConfig(workers=2, batch_size=7), thresholds=mask.thresholds
-    )
+    idx0, img0, kept0, _ = _collect(path, grid, LoaderConfig(workers=0, batch_size=7), thresholds=mask.thresholds)
+    idx2, img2, kept2, _ = _collect(path, grid, LoaderConfig(workers=2, batch_size=7), thresholds=mask.thresholds)
     assert np.array_equal(idx0, np.arange(len(grid))) and np.array_equal(idx2, idx0)
     assert np.array_equal(img0, img2) and np.array_equal(kept0, kept2)
     assert img0.shape == (len(grid), 224, 224, 3)

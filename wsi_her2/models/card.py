@@ -180,9 +180,7 @@ def resolve_checkpoint(path: str | Path) -> tuple[Path, Path]:
             hint="give a folder written by `wsi-her2 train`",
         )
     if not card.is_file():
-        raise ModelError(
-            f"no model card beside {weights}", hint=f"the checkpoint folder must hold {CARD_FILE}"
-        )
+        raise ModelError(f"no model card beside {weights}", hint=f"the checkpoint folder must hold {CARD_FILE}")
     return weights, card
 
 

@@ -49,9 +49,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc})") from exc
-    model = create_model(
-        card.architecture, card.num_classes, hidden=card.head_hidden, dropout=card.head_dropout
-    )
+    model = create_model(card.architecture, card.num_classes, hidden=card.head_hidden, dropout=card.head_dropout)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -127,9 +127,7 @@ def _json_default(value: Any) -> Any:
 
 def to_json(data: Any) -> str:
     """JSON text with numpy values converted; NaN becomes null (strict JSON)."""
-    return json.dumps(
-        _nan_to_none(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False
-    )
+    return json.dumps(_nan_to_none(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
 
 
 def _nan_to_none(value: Any) -> Any:

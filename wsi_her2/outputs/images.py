@@ -19,9 +19,7 @@ def encode_image(rgb: np.ndarray, suffix: str = ".png", quality: int = 90) -> by
     """Encode an RGB uint8 image as PNG or JPEG bytes."""
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
     params = (
-        [cv2.IMWRITE_JPEG_QUALITY, quality]
-        if suffix.lower() in (".jpg", ".jpeg")
-        else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+        [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else [cv2.IMWRITE_PNG_COMPRESSION, 3]
     )
     ok, data = cv2.imencode(suffix, bgr, params)
     if not ok:  # pragma: no cover - OpenCV only fails on unsupported suffixes
@@ -72,9 +70,7 @@ def draw_tiling_overview(
     """
     image, factor = fit_width(thumbnail, max_side_px)
     if image.shape[:2] != mask.shape:
-        mask = cv2.resize(
-            mask.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST
-        )
+        mask = cv2.resize(mask.astype(np.uint8), (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(image, contours, -1, TISSUE_RGB, 2)
     fx, fy = factor / scale_x, factor / scale_y

@@ -26,9 +26,7 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def write_tiling_outputs(
-    result: TilingResult, out_dir: str | Path, config: dict[str, Any]
-) -> dict[str, Path]:
+def write_tiling_outputs(result: TilingResult, out_dir: str | Path, config: dict[str, Any]) -> dict[str, Path]:
     """Write the tiling outputs; the manifest is written last, so its presence means complete.
 
     Args:
@@ -62,17 +60,9 @@ def write_tiling_outputs(
     )
     files["tissue"] = write_tissue_geojson(out / TISSUE_GEOJSON, prepared.mask.polygons, prepared.info.mpp)
     mask = prepared.mask
-    if mask.thumbnail is not None:
-        overview = draw_tiling_overview(
-            mask.thumbnail,
-            mask.mask,
-            mask.scale_x,
-            mask.scale_y,
-            grid.x,
-            grid.y,
-            grid.tile_size_px,
-            result.kept,
-        )
+    if prepared.overview is not None:
+        image, sx, sy = prepared.overview
+        overview = draw_tiling_overview(image, mask.mask, sx, sy, grid.x, grid.y, grid.tile_size_px, result.kept)
         files["thumbnail"] = write_image(out / OVERVIEW_PNG, overview)
     reasons = np.asarray(result.drop_reason)
     manifest = {

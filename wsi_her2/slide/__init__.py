@@ -112,17 +112,13 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: Backend =
         vendor = None
     if vendor in _DIRECT_TIFF_VENDORS:
         try:
-            return TiffSlideReader(
-                file, mpp=mpp, vendor=vendor, reason=f"{vendor}: stored tiles read directly"
-            )
+            return TiffSlideReader(file, mpp=mpp, vendor=vendor, reason=f"{vendor}: stored tiles read directly")
         except SlideReadError as exc:
             return OpenSlideReader(file, mpp=mpp, reason=f"{vendor}: direct reader declined ({exc.message})")
     if vendor is not None:
         return OpenSlideReader(file, mpp=mpp, reason=f"{vendor}: vendor format, read by OpenSlide")
     if is_tiff(file):
-        return TiffSlideReader(
-            file, mpp=mpp, reason="TIFF that OpenSlide does not open (OME-TIFF or one-level)"
-        )
+        return TiffSlideReader(file, mpp=mpp, reason="TIFF that OpenSlide does not open (OME-TIFF or one-level)")
     if file.suffix.lower() in IMAGE_SUFFIXES or file.suffix.lower() not in SLIDE_SUFFIXES:
         try:
             return ImageSlideReader(file, mpp=mpp, reason="plain image, read as a one-level slide")

@@ -60,9 +60,7 @@ class ImageSlideReader:
         for array in self._levels_px:
             array.flags.writeable = False  # regions are views into these
         h, w = rgb.shape[:2]
-        levels = tuple(
-            LevelInfo(i, a.shape[1], a.shape[0], w / a.shape[1]) for i, a in enumerate(self._levels_px)
-        )
+        levels = tuple(LevelInfo(i, a.shape[1], a.shape[0], w / a.shape[1]) for i, a in enumerate(self._levels_px))
         mpp_x, mpp_y, source = resolve_mpp(self._path, None, mpp)
         self._info = SlideInfo(
             path=self._path,

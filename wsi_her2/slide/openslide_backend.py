@@ -43,9 +43,7 @@ class OpenSlideReader:
         metadata_mpp = (mx, my) if mx and my else None
         mpp_x, mpp_y, source = resolve_mpp(self._path, metadata_mpp, mpp)
         levels = []
-        for i, ((w, h), ds) in enumerate(
-            zip(self._slide.level_dimensions, self._slide.level_downsamples, strict=True)
-        ):
+        for i, ((w, h), ds) in enumerate(zip(self._slide.level_dimensions, self._slide.level_downsamples, strict=True)):
             tw = int(_float(props.get(f"openslide.level[{i}].tile-width")) or 0)
             th = int(_float(props.get(f"openslide.level[{i}].tile-height")) or 0)
             levels.append(LevelInfo(i, int(w), int(h), float(ds), tw, th))

@@ -148,8 +148,7 @@ class TiffSlideReader:
             pages = [lv.keyframe for lv in series.levels]
         except Exception as exc:
             raise SlideReadError(
-                f"{path}: cannot read it as a TIFF; the file is truncated or corrupt "
-                f"({type(exc).__name__}: {exc})",
+                f"{path}: cannot read it as a TIFF; the file is truncated or corrupt ({type(exc).__name__}: {exc})",
                 hint="copy the slide again; an interrupted copy leaves a truncated file",
             ) from exc
         base = pages[0]
@@ -206,9 +205,7 @@ class TiffSlideReader:
             metadata_mpp = _resolution_mpp(base)
         mpp_x, mpp_y, source = resolve_mpp(self._path, metadata_mpp, mpp)
         associated = tuple(
-            s.name.lower()
-            for s in tif.series[1:]
-            if s.name and s.name.lower() in {"thumbnail", "label", "macro"}
+            s.name.lower() for s in tif.series[1:] if s.name and s.name.lower() in {"thumbnail", "label", "macro"}
         )
         levels = tuple(
             LevelInfo(
@@ -304,9 +301,7 @@ class TiffSlideReader:
                 tx0, ty0 = col * tw, row * th
                 sx0, sy0 = max(x0, tx0), max(y0, ty0)
                 sx1, sy1 = min(x1, tx0 + tw), min(y1, ty0 + th)
-                out[sy0 - ly : sy1 - ly, sx0 - lx : sx1 - lx] = tile[
-                    sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0
-                ]
+                out[sy0 - ly : sy1 - ly, sx0 - lx : sx1 - lx] = tile[sy0 - ty0 : sy1 - ty0, sx0 - tx0 : sx1 - tx0]
         return out
 
     def associated_image(self, name: str) -> np.ndarray:

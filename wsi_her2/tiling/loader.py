@@ -179,9 +179,7 @@ def _run_job(job: _Job, out: np.ndarray | None, state: _WorkerState) -> dict[str
             out[i] = tile
         if state.cfg.pixel_check:
             fractions[i], blur[i] = pixel_check(tile, state.thresholds)
-            kept[i] = (
-                fractions[i] >= state.cfg.min_pixel_tissue_fraction and blur[i] >= state.cfg.min_blur_score
-            )
+            kept[i] = fractions[i] >= state.cfg.min_pixel_tissue_fraction and blur[i] >= state.cfg.min_blur_score
         if state.tile_function is not None and kept[i]:
             values = state.tile_function(tile, _valid_mask(state, x, y))
             for key, value in values.items():
@@ -281,9 +279,7 @@ def iter_tile_batches(
     n_slots = workers * cfg.prefetch_batches + 1
     slot_shape = (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
     shm = (
-        shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots)
-        if cfg.return_images
-        else None
+        shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots) if cfg.return_images else None
     )
     executor = ProcessPoolExecutor(
         workers,

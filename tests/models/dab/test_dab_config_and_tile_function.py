@@ -74,9 +74,7 @@ def test_tile_function_output_keys_and_types() -> None:
     for key, value in out.items():
         assert isinstance(value, (int, float)) and not isinstance(value, bool), key
     assert isinstance(out["tile_class"], int) and out["tile_class"] == 2
-    assert out["n_cells"] == sum(
-        out[k] for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus")
-    )
+    assert out["n_cells"] == sum(out[k] for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus"))
     assert math.isclose(sum(out[k] for k in ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus")), 1.0)
 
 

@@ -15,9 +15,7 @@ DAB_TINT_RGB: tuple[int, int, int] = (0, 200, 220)
 _CLASS_LUT = np.array([(0, 0, 0), *(CLASS_COLORS_RGB[s] for s in SCORES_4)], dtype=np.float32)
 
 
-def render_evidence(
-    rgb: np.ndarray, stains: StainVectors, cfg: DabConfig, *, mpp: float | None = None
-) -> np.ndarray:
+def render_evidence(rgb: np.ndarray, stains: StainVectors, cfg: DabConfig, *, mpp: float | None = None) -> np.ndarray:
     """Overlay the scorer's evidence on a tile (no legend: the caller adds one).
 
     DAB-positive tissue (above ``membrane_od_1plus``) is tinted cyan; each cell's nucleus is

@@ -197,6 +197,4 @@ def check_rgb(rgb: np.ndarray) -> None:
 def check_mask(mask: np.ndarray, rgb: np.ndarray, name: str) -> None:
     """Raise ValueError unless ``mask`` is an array of the image's height and width."""
     if getattr(mask, "shape", None) != rgb.shape[:2]:
-        raise ValueError(
-            f"{name} shape {getattr(mask, 'shape', None)} differs from the image's {rgb.shape[:2]}"
-        )
+        raise ValueError(f"{name} shape {getattr(mask, 'shape', None)} differs from the image's {rgb.shape[:2]}")

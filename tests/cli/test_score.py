@@ -1,0 +1,168 @@
+"""wsi-her2 score end to end: the DAB scorer on real cores, trained models, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import fixture_path
+from wsi_her2.outputs.heatmap import read_heatmap
+from wsi_her2.outputs.tile_table import read_csv_columns
+
+OUTPUTS = {"report.json", "heatmap.zarr", "tiles.csv", "predictions.geojson", "overlay.png"}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_he(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny classifier with fixed random weights, carded as H&E, 1024-px tiles."""
+    torch = pytest.importorskip("torch")
+    from wsi_her2.models.card import ModelCard
+    from wsi_her2.models.loading import save_checkpoint
+    from wsi_her2.models.registry import create_model
+
+    torch.manual_seed(0)
+    card = ModelCard(architecture="test_resnet", classes=("0", "1+", "2+", "3+"), stain="he", name="tiny-he",
+                     label_granularity="tile")  # fmt: skip
+    return save_checkpoint(create_model("test_resnet", 4), card, tmp_path_factory.mktemp("ckpt") / "tiny")
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "report.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("core", "expected"), [("her2-tma-core-score0.jpg", "0"), ("her2-tma-core-score2plus.jpg", "2+")]
+)
+def test_dab_scorer_gives_the_pathologists_scores_on_the_real_cores(
+    run_cli, tmp_path: Path, core: str, expected: str
+) -> None:
+    out = tmp_path / "out"
+    result = run_cli("score", fixture_path("ihc", core), "--mpp", "0.25", "-o", out, "--workers", "2", "-q")
+    assert result.exit_code == 0, result.stderr
+    report = _report(out)
+    assert report["result"]["score"] == expected and report["result"]["rule"] == "cells"
+    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert sum(report["result"]["cell_counts"].values()) > 1000
+    assert report["model"]["kind"] == "dab" and report["model_facts"]["stain_check"]["stain"] == "ihc"
+
+
+def test_ki67_nuclear_stain_is_not_her2_positive(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("score", fixture_path("ihc", "ki67-ihc-hamamatsu-crop.ome.tif"), "-o", out, "--workers", "0", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert _report(out)["result"]["score"] in ("0", "1+")
+
+
+def test_dab_scorer_refuses_h_and_e(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("score", fixture_path("slides", "aperio-cmu1-small-region.svs"), "-o", out, "--workers", "0")
+    assert result.exit_code == 8, result.stderr
+    assert "H&E" in result.stderr and "--model" in result.stderr
+    assert not out.exists() or not (out / "report.json").exists()
+
+
+def test_no_tissue_gives_a_report_saying_so_and_exit_6(run_cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = run_cli("score", fixture_path("slides", "hamamatsu-fluorescence-dapi.ndpi"), "-o", out, "-q")
+    assert result.exit_code == 6
+    report = _report(out)
+    assert report["status"] == "no_tissue" and report["result"] is None and "fluorescence" in report["message"]
+
+
+def test_trained_model_on_a_synthetic_slide_writes_consistent_outputs(
+    run_cli, tmp_path: Path, synthetic_slide, checkpoint_he: Path
+) -> None:
+    path, _ = synthetic_slide
+    out = tmp_path / "out"
+    result = run_cli("score", path, "--model", checkpoint_he, "-o", out, "--workers", "2", "-q", "--device", "cpu")
+    assert result.exit_code == 0, result.stderr
+    report = _report(out)
+    assert report["model"]["weights_sha256"] and report["runtime"]["device"] == "cpu"
+    assert report["result"]["rule"] == "asco_cap" and set(report["result"]["rules"]) == {
+        "asco_cap",
+        "mean_probability",
+    }
+    table = read_csv_columns(out / "tiles.csv")
+    scored = [i for i, v in enumerate(table["scored"]) if v == "true"]
+    assert len(scored) == report["tiles"]["scored"] > 10
+    probs = np.array([[float(table[f"p({c})"][i]) for c in ("0", "1+", "2+", "3+")] for i in scored])
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4)
+    # Each scored tile's probabilities are at its heatmap pixel.
+    heatmap = read_heatmap(out / "heatmap.zarr")
+    for i in scored[:5]:
+        row, col = heatmap.pixel_of(int(table["x_level0_px"][i]), int(table["y_level0_px"][i]))
+        assert np.allclose(heatmap.data[:4, row, col], probs[scored.index(i)], atol=1e-6)
+    geo = json.loads((out / "predictions.geojson").read_text())
+    assert len(geo["features"]) == len(scored)
+    feature = geo["features"][0]
+    assert feature["properties"]["objectType"] == "tile"
+    assert feature["properties"]["classification"]["name"] in ("0", "1+", "2+", "3+")
+    ring = feature["geometry"]["coordinates"][0]
+    assert ring[0] == ring[-1] and len(ring) == 5
+
+
+def test_same_slide_same_model_same_result_on_cpu(
+    run_cli, tmp_path: Path, synthetic_slide, checkpoint_he: Path
+) -> None:
+    path, _ = synthetic_slide
+    reports = []
+    for name, workers in (("a", "0"), ("b", "2")):
+        assert (
+            run_cli(
+                "score", path, "--model", checkpoint_he, "-o", tmp_path / name, "--workers", workers, "-q"
+            ).exit_code
+            == 0
+        )
+        reports.append(read_csv_columns(tmp_path / name / "tiles.csv"))
+    assert reports[0]["p(3+)"] == reports[1]["p(3+)"]
+
+
+def test_trained_he_model_refuses_an_ihc_slide(run_cli, tmp_path: Path, checkpoint_he: Path) -> None:
+    core = fixture_path("ihc", "her2-tma-core-score2plus.jpg")
+    result = run_cli("score", core, "--mpp", "0.25", "--model", checkpoint_he, "-o", tmp_path / "o", "--workers", "0")
+    assert result.exit_code == 8 and "H&E" in result.stderr
+    forced = run_cli("score", core, "--mpp", "0.25", "--model", checkpoint_he, "-o", tmp_path / "o", "--workers", "0",
+                     "--no-stain-check", "-q")  # fmt: skip
+    assert forced.exit_code == 0, forced.stderr
+
+
+def test_roi_restricts_scoring_and_reports_the_area(run_cli, tmp_path: Path) -> None:
+    roi = tmp_path / "roi.geojson"
+    square = [[1024, 1024], [3072, 1024], [3072, 3072], [1024, 3072], [1024, 1024]]
+    roi.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [square]},
+         "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}}}]}))  # fmt: skip
+    out = tmp_path / "out"
+    core = fixture_path("ihc", "her2-tma-core-score2plus.jpg")
+    result = run_cli("score", core, "--mpp", "0.25", "--roi", roi, "-o", out, "--workers", "0", "-q")
+    assert result.exit_code == 0, result.stderr
+    report = _report(out)
+    assert report["roi_area_um2"] == pytest.approx(2048 * 2048 * 0.25**2)
+    table = read_csv_columns(out / "tiles.csv")
+    xs = np.array(table["x_level0_px"], int)
+    assert xs.min() >= 0 and xs.max() <= 3072 and report["tiles"]["scored"] <= 9
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["--model", "/nonexistent/ckpt"], 3, "checkpoint not found"),
+        (["--model", "dab", "--device", "cuda", "--rule", "cells"], 0, ""),
+        (["--rule", "bogus"], 2, "bogus"),
+    ],
+)
+def test_model_option_errors(run_cli, tmp_path: Path, args: list[str], code: int, words: str) -> None:
+    core = fixture_path("ihc", "her2-tma-core-score0.jpg")
+    result = run_cli("score", core, "--mpp", "0.25", "-o", tmp_path / "o", "--workers", "0", "-q", *args)
+    assert result.exit_code == code, result.stderr
+    assert words in result.stderr
+
+
+def test_json_prints_the_report(run_cli, tmp_path: Path) -> None:
+    core = fixture_path("ihc", "her2-tma-core-score0.jpg")
+    result = run_cli("score", core, "--mpp", "0.25", "-o", tmp_path / "o", "--workers", "0", "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["result"]["score"] == "0"

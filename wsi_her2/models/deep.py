@@ -1,0 +1,135 @@
+"""A trained classifier (checkpoint + card) behind the pipeline's model interface."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from wsi_her2.config import GridConfig
+from wsi_her2.errors import StainMismatchError
+from wsi_her2.models.base import BatchResult, apply_card_geometry
+from wsi_her2.slide.regions import best_level
+
+if TYPE_CHECKING:
+    from wsi_her2.config import InferenceConfig
+    from wsi_her2.inference import TorchEngine
+    from wsi_her2.pipeline import PreparedSlide
+    from wsi_her2.tiling.loader import TileBatch
+
+# On a GPU, tiles travel at their stored size (e.g. 256 px from the 4x level) and are resized there;
+# but never more than this many times the network's input side, to bound the copy.
+_MAX_TRANSFER_FACTOR = 1.5
+
+
+class _Deferred:
+    """A GPU result whose rows map back to the batch's kept tiles."""
+
+    def __init__(self, pending: Any, n: int, n_classes: int) -> None:
+        self.pending, self.n, self.n_classes = pending, n, n_classes
+
+    def result(self) -> BatchResult:
+        if self.pending is None:
+            return BatchResult(np.zeros((0, self.n_classes), np.float32))
+        return self.pending.result()
+
+
+class DeepScorer:
+    """A checkpoint written by ``wsi-her2 train`` (or any safetensors + card folder)."""
+
+    kind = "deep"
+    max_in_flight = 1
+
+    def __init__(self, checkpoint: str | Path, cfg: InferenceConfig) -> None:
+        """Load the checkpoint (never unpickling) on the configured device.
+
+        Raises:
+            ModelError: the checkpoint is missing, unsafe or inconsistent.
+            DeviceError: the device is unavailable.
+        """
+        from wsi_her2.inference import resolve_device
+        from wsi_her2.models.loading import load_checkpoint
+
+        self.cfg = cfg
+        self.device = resolve_device(cfg.device)
+        self.model, self._card = load_checkpoint(checkpoint, "cpu")
+        self.classes = self._card.classes
+        self.stain = self._card.stain
+        self.label_granularity: str | None = self._card.label_granularity
+        self.engine: TorchEngine | None = None
+        self.batch_size = cfg.batch_size or (256 if self.device.type == "cuda" else 32)
+
+    def grid_config(self, requested: GridConfig, user_set: frozenset[str]) -> GridConfig:
+        """Cut tiles as the training patches were cut (the card's size and µm/px)."""
+        return apply_card_geometry(requested, user_set, self._card.tile_size_px, self._card.tile_mpp)
+
+    def output_size_px(self, prepared: PreparedSlide) -> int:
+        """The card's input size on CPU; on a GPU the stored size of the level read (resized there)."""
+        size = self._card.input_size_px
+        if self.device.type != "cuda":
+            return size
+        tile = prepared.grid.tile_size_px
+        level = best_level(prepared.info.levels, tile / size)
+        native = round(tile / level.downsample)
+        return native if native <= size * _MAX_TRANSFER_FACTOR else size
+
+    def prepare(self, prepared: PreparedSlide, *, check_stain: bool) -> dict[str, Any]:
+        """Check the slide's stain against the card's (H&E vs H-DAB IHC)."""
+        from wsi_her2.models.dab.stain_check import check_stain as measure_stain
+
+        mask = prepared.mask
+        facts: dict[str, Any] = {}
+        if mask.thumbnail is not None:
+            verdict = measure_stain(mask.thumbnail, mask.mask)
+            facts["stain_check"] = verdict.to_dict()
+            if check_stain and verdict.stain in ("ihc", "he") and verdict.stain != self.stain:
+                names = {"ihc": "HER2 IHC", "he": "H&E"}
+                raise StainMismatchError(
+                    f"{prepared.info.path}: the slide looks like {names[verdict.stain]} but the model was "
+                    f"trained on {names[self.stain]} ({verdict.message.rstrip('.')})",
+                    hint="use a model trained on this stain, or --no-stain-check if the check is wrong",
+                )
+        return facts
+
+    def tile_function(self, prepared: PreparedSlide, output_size_px: int) -> None:
+        """Classifiers run in the main process, on the device."""
+        return None
+
+    def _engine(self, tile_size_px: int) -> TorchEngine:
+        from wsi_her2.inference import TorchEngine
+
+        if self.engine is None or self.engine.tile_size_px != tile_size_px:
+            self.engine = TorchEngine(self.model, self._card, self.cfg, tile_size_px, self.batch_size)
+        return self.engine
+
+    def submit(self, batch: TileBatch) -> _Deferred:
+        """Copy the kept tiles to the device and start the forward pass."""
+        if batch.images is None:
+            raise ValueError("the classifier needs tile pixels (return_images=True)")
+        rows = np.flatnonzero(batch.kept)
+        if len(rows) == 0:
+            return _Deferred(None, 0, len(self.classes))
+        engine = self._engine(batch.images.shape[1])
+        images = batch.images if len(rows) == len(batch) else batch.images[rows]
+        return _Deferred(engine.submit(images), len(rows), len(self.classes))
+
+    def identity(self) -> dict[str, Any]:
+        """The card's identity plus the kind."""
+        return {"kind": "deep", **self._card.identity()}
+
+    def card(self) -> dict[str, Any]:
+        """The full model card."""
+        return self._card.to_dict()
+
+    def runtime(self) -> dict[str, Any]:
+        """Device and precision actually used."""
+        return self.engine.describe() if self.engine is not None else {"device": str(self.device)}
+
+    def close(self) -> None:
+        """Free GPU memory."""
+        self.engine = None
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.empty_cache()
