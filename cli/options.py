@@ -145,3 +145,85 @@ def stage_configs(config_path: Path | None, **overrides: dict[str, Any]) -> dict
     for name, section in sections.items():
         merged.setdefault(name, section)
     return merged
+
+
+def model_options(func: F) -> F:
+    """--model, --device, --batch-size, --compile, --rule, --no-stain-check."""
+    for decorator in reversed(
+        [
+            click.option(
+                "--model",
+                default="dab",
+                show_default=True,
+                help="'dab' (weight-free IHC scorer) or a checkpoint folder / .safetensors file from `wsi-her2 train`.",
+            ),
+            click.option(
+                "--device",
+                default="auto",
+                show_default=True,
+                help="auto, cpu, cuda, cuda:N or mps (trained models only).",
+            ),
+            click.option(
+                "--batch-size",
+                type=click.IntRange(1),
+                default=None,
+                help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]",
+            ),
+            click.option(
+                "--compile",
+                "compile_model",
+                is_flag=True,
+                help="torch.compile the model (GPU; slower start, faster run).",
+            ),
+            click.option(
+                "--rule",
+                type=click.Choice(["auto", "asco_cap", "mean_probability", "cells"]),
+                default=None,
+                help="Slide-level rule giving the score (all are reported). [default: auto]",
+            ),
+            click.option("--no-stain-check", is_flag=True, help="Score even if the slide's stain is not the model's."),
+        ]
+    ):
+        func = decorator(func)
+    return func
+
+
+def score_settings_from_options(
+    config_path: Path | None,
+    *,
+    model: str,
+    device: str,
+    batch_size: int | None,
+    compile_model: bool,
+    rule: str | None,
+    no_stain_check: bool,
+    backend: str,
+    tile_size_px: int | None,
+    target_mpp: float | None,
+    overlap_px: int | None,
+    min_tissue_fraction: float | None,
+    no_pen_filter: bool,
+    workers: int | None,
+    no_pixel_check: bool,
+    min_blur_score: float | None,
+) -> Any:
+    """The :class:`~wsi_her2.settings.ScoreSettings` of ``score`` / ``batch`` options over a config file."""
+    from wsi_her2.settings import ScoreSettings
+    from wsi_her2.tiling.loader import worker_count
+
+    sections = stage_configs(
+        config_path,
+        tissue={"reject_pen": False if no_pen_filter else None},
+        grid={
+            "tile_size_px": tile_size_px,
+            "target_mpp": target_mpp,
+            "overlap_px": overlap_px,
+            "min_tissue_fraction": min_tissue_fraction,
+        },
+        loader={"workers": workers, "pixel_check": False if no_pixel_check else None, "min_blur_score": min_blur_score},
+        aggregate={"rule": rule},
+        inference={"device": device, "batch_size": batch_size, "compile": compile_model or None},
+        dab={},
+    )
+    sections["loader"].setdefault("workers", worker_count(None))
+    return ScoreSettings.from_sections(sections, model=model, backend=backend, check_stain=not no_stain_check)

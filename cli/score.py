@@ -9,51 +9,11 @@ from wsi_her2_cli.options import (
     common_options,
     config_option,
     loader_options,
+    model_options,
+    score_settings_from_options,
     slide_options,
-    stage_configs,
     tiling_options,
 )
-
-
-def model_options(func):  # type: ignore[no-untyped-def]
-    """--model, --device, --batch-size, --compile, --rule, --no-stain-check."""
-    for decorator in reversed(
-        [
-            click.option(
-                "--model",
-                default="dab",
-                show_default=True,
-                help="'dab' (weight-free IHC scorer) or a checkpoint folder / .safetensors file from `wsi-her2 train`.",
-            ),
-            click.option(
-                "--device",
-                default="auto",
-                show_default=True,
-                help="auto, cpu, cuda, cuda:N or mps (trained models only).",
-            ),
-            click.option(
-                "--batch-size",
-                type=click.IntRange(1),
-                default=None,
-                help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]",
-            ),
-            click.option(
-                "--compile",
-                "compile_model",
-                is_flag=True,
-                help="torch.compile the model (GPU; slower start, faster run).",
-            ),
-            click.option(
-                "--rule",
-                type=click.Choice(["auto", "asco_cap", "mean_probability", "cells"]),
-                default=None,
-                help="Slide-level rule giving the score (all are reported). [default: auto]",
-            ),
-            click.option("--no-stain-check", is_flag=True, help="Score even if the slide's stain is not the model's."),
-        ]
-    ):
-        func = decorator(func)
-    return func
 
 
 @click.command()
@@ -106,72 +66,36 @@ def score(
     from wsi_her2_cli.console import RichProgress, err_console, setup_logging
     from wsi_her2_cli.summaries import print_score_summary
 
-    from wsi_her2.aggregate import AggregateConfig
-    from wsi_her2.config import GridConfig, InferenceConfig, LoaderConfig, TissueConfig
     from wsi_her2.errors import NoTissueError
-    from wsi_her2.models import load_scorer
-    from wsi_her2.models.dab import DabConfig
-    from wsi_her2.outputs.scoring import write_score_outputs
-    from wsi_her2.pipeline import score_slide
-    from wsi_her2.roi import load_roi
-    from wsi_her2.tiling.loader import worker_count
+    from wsi_her2.settings import run_score
 
     setup_logging(verbose, quiet)
-    grid_values = {
-        "tile_size_px": tile_size_px,
-        "target_mpp": target_mpp,
-        "overlap_px": overlap_px,
-        "min_tissue_fraction": min_tissue_fraction,
-    }
-    sections = stage_configs(
+    settings = score_settings_from_options(
         config_path,
-        tissue={"reject_pen": False if no_pen_filter else None},
-        grid=grid_values,
-        loader={
-            "workers": workers,
-            "pixel_check": False if no_pixel_check else None,
-            "min_blur_score": min_blur_score,
-        },
-        aggregate={"rule": rule},
-        inference={"device": device, "batch_size": batch_size, "compile": compile_model or None},
-        dab={},
+        model=model,
+        device=device,
+        batch_size=batch_size,
+        compile_model=compile_model,
+        rule=rule,
+        no_stain_check=no_stain_check,
+        backend=backend,
+        tile_size_px=tile_size_px,
+        target_mpp=target_mpp,
+        overlap_px=overlap_px,
+        min_tissue_fraction=min_tissue_fraction,
+        no_pen_filter=no_pen_filter,
+        workers=workers,
+        no_pixel_check=no_pixel_check,
+        min_blur_score=min_blur_score,
     )
-    sections["loader"].setdefault("workers", worker_count(None))
-    user_grid = frozenset(k for k, v in sections["grid"].items() if v is not None)
-    scorer = load_scorer(
-        model,
-        inference=InferenceConfig.from_dict(sections["inference"]),
-        dab=DabConfig.from_dict(sections["dab"]),
-    )
-    roi = load_roi(roi_path) if roi_path else None
-    try:
-        with RichProgress(enabled=not quiet and not as_json) as progress:
-            result = score_slide(
-                slide,
-                scorer,
-                mpp=mpp,
-                backend=backend,
-                tissue=TissueConfig.from_dict(sections["tissue"]),
-                grid=GridConfig.from_dict(sections["grid"]),
-                grid_user_set=user_grid,
-                loader=LoaderConfig.from_dict(sections["loader"]),
-                aggregate=AggregateConfig.from_dict(sections["aggregate"]),
-                roi=roi,
-                check_stain=not no_stain_check,
-                progress=progress,
-            )
-    finally:
-        scorer.close()
-    result.config["model"] = str(model)
-    result.config["roi"] = str(roi_path) if roi_path else None
-    files = write_score_outputs(result, out_dir)
+    with RichProgress(enabled=not quiet and not as_json) as progress:
+        result = run_score(slide, out_dir, settings, mpp=mpp, roi_path=roi_path, progress=progress)
     if as_json:
-        click.echo(files["report"].read_text(encoding="utf-8"), nl=False)
+        click.echo(result.files["report"].read_text(encoding="utf-8"), nl=False)
     elif not quiet:
-        print_score_summary(result, files, err_console)
+        print_score_summary(result, result.files, err_console)
     if result.status == "no_tissue":
         raise NoTissueError(
-            str(result.slide.no_tissue),
-            hint=f"{result.slide.no_tissue_hint}; a report saying so is in {out_dir}",
+            str(result.slide.no_tissue), hint=f"{result.slide.no_tissue_hint}; a report saying so is in {out_dir}"
         )
     return 0

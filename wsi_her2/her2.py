@@ -91,9 +91,7 @@ def classify_by_percentages(
     return 0
 
 
-def classify_3class_by_percentages(
-    fractions: Sequence[float] | np.ndarray, rule: PercentageRule | None = None
-) -> int:
+def classify_3class_by_percentages(fractions: Sequence[float] | np.ndarray, rule: PercentageRule | None = None) -> int:
     """The percentage rule for 3-class models (negative, equivocal, positive).
 
     Returns:

@@ -231,6 +231,7 @@ def slide_summary(prepared: PreparedSlide) -> dict[str, Any]:
     info = prepared.info
     return {
         **info.to_dict(),
+        "path_resolved": str(Path(info.path).resolve()),
         "mpp_used": info.mpp,
         "roi_area_um2": prepared.roi_area_um2,
         "scored_tissue_area_um2": prepared.scored_area_um2,
@@ -252,6 +253,7 @@ class SlideResult:
         runtime: device and precision used.
         timings_s: seconds per stage, and rates.
         config: the resolved configuration of every stage.
+        files: the outputs written, by role (once written).
     """
 
     slide: PreparedSlide
@@ -264,6 +266,7 @@ class SlideResult:
     runtime: dict[str, Any]
     timings_s: dict[str, float]
     config: dict[str, Any]
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 def score_slide(
