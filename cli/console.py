@@ -39,12 +39,16 @@ class RateColumn(ProgressColumn):
     """Units per second, e.g. "1,234 tiles/s"."""
 
     def render(self, task: Task) -> Text:
-        """The rate of ``task`` in its own unit."""
-        speed = task.finished_speed or task.speed
+        """The rate of ``task`` since it started, in its own unit.
+
+        Batches arrive in bursts (workers deliver a batch at a time), so rich's short-window
+        speed swings wildly; the average since the start is what a user wants to read.
+        """
         unit = task.fields.get("unit", "it")
-        if speed is None:
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or not task.completed:
             return Text(f"- {unit}/s", style="progress.data.speed")
-        return Text(f"{speed:,.0f} {unit}/s", style="progress.data.speed")
+        return Text(f"{task.completed / elapsed:,.0f} {unit}/s", style="progress.data.speed")
 
 
 class RichProgress:

@@ -11,13 +11,15 @@ The loader is torch-free; :mod:`wsi_her2.inference` turns its batches into tenso
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import multiprocessing as mp
 import os
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing import shared_memory
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -99,9 +101,23 @@ def pixel_check(rgb: np.ndarray, thresholds: TissueThresholds) -> tuple[float, f
 
 
 @dataclass(frozen=True)
-class _Job:
-    """What a worker needs to produce one batch (picklable, small)."""
+class _Task:
+    """What every batch of one loader run shares (sent with each job; small, picklable)."""
 
+    source: SlideSource
+    tile_size_px: int
+    cfg: LoaderConfig
+    thresholds: TissueThresholds
+    tile_function: TileFunction | None
+    roi: MultiPolygon | None
+    shm_name: str | None
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One batch: which tiles, and the shared-memory slot its pixels go to."""
+
+    task: _Task
     batch_id: int
     indices: np.ndarray
     xs: np.ndarray
@@ -109,44 +125,51 @@ class _Job:
     slot: int
 
 
-class _WorkerState:
-    """Per-process state: opened once by the pool initializer."""
-
-    reader: SlideReader
-    tile_size_px: int
-    cfg: LoaderConfig
-    thresholds: TissueThresholds
-    tile_function: TileFunction | None
-    roi: MultiPolygon | None
-    shm: shared_memory.SharedMemory | None
-    slot_shape: tuple[int, ...]
+# Worker-process caches: the pool outlives one slide, so a worker keeps the slides and shared
+# memory blocks it has opened (a few of each) instead of reopening them for every batch.
+_READERS: OrderedDict[tuple[SlideSource, int, int], SlideReader] = OrderedDict()
+_SHMS: OrderedDict[str, shared_memory.SharedMemory] = OrderedDict()
+_CACHED_SLIDES = 2
 
 
-_STATE: _WorkerState | None = None
-
-
-def _init_worker(
-    source: SlideSource,
-    tile_size_px: int,
-    cfg: LoaderConfig,
-    thresholds: TissueThresholds,
-    tile_function: TileFunction | None,
-    roi: MultiPolygon | None,
-    shm_name: str | None,
-    n_slots: int,
-) -> None:
-    global _STATE
+def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
-    state = _WorkerState()
-    state.reader = source.open()
-    state.tile_size_px = tile_size_px
-    state.cfg = cfg
-    state.thresholds = thresholds
-    state.tile_function = tile_function
-    state.roi = roi
-    state.slot_shape = (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
-    state.shm = shared_memory.SharedMemory(name=shm_name) if shm_name else None
-    _STATE = state
+
+
+def _reader(source: SlideSource) -> SlideReader:
+    try:
+        stat = os.stat(source.path)
+        key = (source, stat.st_mtime_ns, stat.st_size)  # a replaced file is a different slide
+    except OSError:
+        key = (source, 0, 0)
+    reader = _READERS.get(key)
+    if reader is None:
+        reader = source.open()
+        _READERS[key] = reader
+        while len(_READERS) > _CACHED_SLIDES:
+            _READERS.popitem(last=False)[1].close()
+    _READERS.move_to_end(key)
+    return reader
+
+
+def _shm(name: str) -> shared_memory.SharedMemory:
+    block = _SHMS.get(name)
+    if block is None:
+        block = _attach(name)
+        _SHMS[name] = block
+        while len(_SHMS) > _CACHED_SLIDES:
+            _SHMS.popitem(last=False)[1].close()
+    return block
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    # The creating process owns the block's lifetime. Workers share its resource tracker, so
+    # attaching (which registers the name again) is harmless before Python 3.13; with 3.13+
+    # the worker says outright that it does not track the block.
+    try:
+        return shared_memory.SharedMemory(name=name, track=False)  # type: ignore[call-arg]
+    except TypeError:
+        return shared_memory.SharedMemory(name=name)
 
 
 def _slot_view(shm: shared_memory.SharedMemory, slot: int, slot_shape: tuple[int, ...]) -> np.ndarray:
@@ -154,53 +177,52 @@ def _slot_view(shm: shared_memory.SharedMemory, slot: int, slot_shape: tuple[int
     return np.ndarray(slot_shape, np.uint8, buffer=shm.buf, offset=slot * size)
 
 
-def _valid_mask(state: _WorkerState, x: int, y: int) -> np.ndarray | None:
-    if state.roi is None:
+def _slot_shape(cfg: LoaderConfig) -> tuple[int, int, int, int]:
+    return (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
+
+
+def _valid_mask(task: _Task, x: int, y: int) -> np.ndarray | None:
+    if task.roi is None:
         return None
     from wsi_her2.roi import rasterize
 
-    size = state.cfg.output_size_px
-    scale = state.tile_size_px / size
-    return rasterize(state.roi, (size, size), scale, scale, offset_xy=(x, y))
+    size = task.cfg.output_size_px
+    scale = task.tile_size_px / size
+    return rasterize(task.roi, (size, size), scale, scale, offset_xy=(x, y))
 
 
-def _run_job(job: _Job, out: np.ndarray | None, state: _WorkerState) -> dict[str, Any]:
+def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None) -> dict[str, Any]:
     """Read, check and process the tiles of one job; pixels go to ``out`` when given."""
+    task = job.task
+    cfg = task.cfg
     n = len(job.indices)
-    size = state.cfg.output_size_px
+    size = cfg.output_size_px
     kept = np.ones(n, bool)
     fractions = np.ones(n, np.float32)
     blur = np.zeros(n, np.float32)
     measured: dict[str, np.ndarray] = {}
     for i in range(n):
         x, y = int(job.xs[i]), int(job.ys[i])
-        tile = read_tile(state.reader, x, y, state.tile_size_px, state.tile_size_px, size, size)
+        tile = read_tile(reader, x, y, task.tile_size_px, task.tile_size_px, size, size)
         if out is not None:
             out[i] = tile
-        if state.cfg.pixel_check:
-            fractions[i], blur[i] = pixel_check(tile, state.thresholds)
-            kept[i] = fractions[i] >= state.cfg.min_pixel_tissue_fraction and blur[i] >= state.cfg.min_blur_score
-        if state.tile_function is not None and kept[i]:
-            values = state.tile_function(tile, _valid_mask(state, x, y))
+        if cfg.pixel_check:
+            fractions[i], blur[i] = pixel_check(tile, task.thresholds)
+            kept[i] = fractions[i] >= cfg.min_pixel_tissue_fraction and blur[i] >= cfg.min_blur_score
+        if task.tile_function is not None and kept[i]:
+            values = task.tile_function(tile, _valid_mask(task, x, y))
             for key, value in values.items():
                 if key not in measured:
                     measured[key] = np.full(n, np.nan, np.float64)
                 measured[key][i] = value
-    return {
-        "batch_id": job.batch_id,
-        "slot": job.slot,
-        "kept": kept,
-        "fractions": fractions,
-        "blur": blur,
-        "measurements": measured,
-    }
+    return {"batch_id": job.batch_id, "slot": job.slot, "kept": kept, "fractions": fractions, "blur": blur,
+            "measurements": measured}  # fmt: skip
 
 
 def _worker_job(job: _Job) -> dict[str, Any]:
-    state = _STATE
-    assert state is not None, "worker not initialised"  # programmer error, not user input
-    out = _slot_view(state.shm, job.slot, state.slot_shape)[: len(job.indices)] if state.shm else None
-    return _run_job(job, out, state)
+    name = job.task.shm_name
+    out = _slot_view(_shm(name), job.slot, _slot_shape(job.task.cfg))[: len(job.indices)] if name else None
+    return _run_job(job, _reader(job.task.source), out)
 
 
 def default_start_method() -> str:
@@ -243,9 +265,11 @@ def iter_tile_batches(
         return
     starts = list(range(0, n, cfg.batch_size))
 
-    def job(k: int, slot: int) -> _Job:
+    task = _Task(source, grid.tile_size_px, cfg, thresholds, tile_function, roi, None)
+
+    def job(k: int, slot: int, task: _Task) -> _Job:
         sl = slice(starts[k], min(starts[k] + cfg.batch_size, n))
-        return _Job(k, np.arange(sl.start, sl.stop), grid.x[sl], grid.y[sl], slot)
+        return _Job(task, k, np.arange(sl.start, sl.stop), grid.x[sl], grid.y[sl], slot)
 
     def to_batch(result: dict[str, Any], j: _Job, images: np.ndarray | None) -> TileBatch:
         return TileBatch(
@@ -258,53 +282,33 @@ def iter_tile_batches(
         )
 
     if cfg.workers == 0:
-        state = _WorkerState()
-        state.reader = source.open()
-        state.tile_size_px, state.cfg, state.thresholds = grid.tile_size_px, cfg, thresholds
-        state.tile_function, state.roi, state.shm = tile_function, roi, None
+        reader = source.open()
         try:
             for k in range(len(starts)):
-                j = job(k, 0)
-                images = (
-                    np.empty((len(j.indices), cfg.output_size_px, cfg.output_size_px, 3), np.uint8)
-                    if cfg.return_images
-                    else None
-                )
-                yield to_batch(_run_job(j, images, state), j, images)
+                j = job(k, 0, task)
+                images = np.empty((len(j.indices), *_slot_shape(cfg)[1:]), np.uint8) if cfg.return_images else None
+                yield to_batch(_run_job(j, reader, images), j, images)
         finally:
-            state.reader.close()
+            reader.close()
         return
 
     workers = min(cfg.workers, len(starts))
     n_slots = workers * cfg.prefetch_batches + 1
-    slot_shape = (cfg.batch_size, cfg.output_size_px, cfg.output_size_px, 3)
-    shm = (
-        shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots) if cfg.return_images else None
-    )
-    executor = ProcessPoolExecutor(
-        workers,
-        mp_context=_context(cfg.start_method),
-        initializer=_init_worker,
-        initargs=(
-            source,
-            grid.tile_size_px,
-            cfg,
-            thresholds,
-            tile_function,
-            roi,
-            shm.name if shm else None,
-            n_slots,
-        ),
-    )
+    slot_shape = _slot_shape(cfg)
+    shm = None
+    if cfg.return_images:
+        shm = shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots)
+    task = replace(task, shm_name=shm.name if shm else None)
+    executor = _pool(cfg.start_method or default_start_method(), cfg.workers)
+    pending: deque[tuple[_Job, Future[dict[str, Any]]]] = deque()
     try:
         free = deque(range(n_slots))
-        pending: deque[tuple[_Job, Future[dict[str, Any]]]] = deque()
         next_k = 0
 
         def submit() -> None:
             nonlocal next_k
             while free and next_k < len(starts) and len(pending) < n_slots - 1:
-                j = job(next_k, free.popleft())
+                j = job(next_k, free.popleft(), task)
                 pending.append((j, executor.submit(_worker_job, j)))
                 next_k += 1
 
@@ -314,6 +318,7 @@ def iter_tile_batches(
             try:
                 result = future.result()
             except BrokenProcessPool as exc:
+                _discard_pool(executor)
                 raise WsiHer2Error(
                     "a tile-reading worker process died (out of memory, or a crash inside a slide library)",
                     hint="retry with --workers 0 to read in one process and see the error",
@@ -323,14 +328,46 @@ def iter_tile_batches(
             free.append(j.slot)  # the consumer asked for the next batch: this slot may be reused
             submit()
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        # Jobs still queued or running would write into the shared memory about to be freed.
+        for _, future in pending:
+            future.cancel()
+        for _, future in pending:
+            with contextlib.suppress(Exception):
+                future.result()
         if shm is not None:
             shm.close()
             shm.unlink()
 
 
-def _context(start_method: str | None) -> BaseContext:
-    method = start_method or default_start_method()
+_POOLS: dict[tuple[str, int], ProcessPoolExecutor] = {}
+
+
+def _pool(start_method: str, workers: int) -> ProcessPoolExecutor:
+    """A worker pool kept for the life of the process: slides after the first start instantly."""
+    key = (start_method, workers)
+    pool = _POOLS.get(key)
+    if pool is None:
+        pool = ProcessPoolExecutor(workers, mp_context=_context(start_method), initializer=_init_worker)
+        _POOLS[key] = pool
+    return pool
+
+
+def _discard_pool(pool: ProcessPoolExecutor) -> None:
+    for key, value in list(_POOLS.items()):
+        if value is pool:
+            del _POOLS[key]
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@atexit.register
+def shutdown_pools() -> None:
+    """Stop the worker pools (also called at interpreter exit)."""
+    for pool in list(_POOLS.values()):
+        pool.shutdown(wait=True, cancel_futures=True)
+    _POOLS.clear()
+
+
+def _context(method: str) -> BaseContext:
     ctx = mp.get_context(method)
     if method == "forkserver":
         # The server imports the loader once; each worker then forks from it in milliseconds.

@@ -1,0 +1,144 @@
+"""Tile reading speed on a realistic synthetic 40x slide, as ratios measured in one run.
+
+Makes (once, cached in benchmarks/_data/) an Aperio-style SVS of 40,000 x 30,000 px at 0.25 µm/px
+with 256-px JPEG tiles (q80), levels 1x/4x/16x and ~40% tissue, then measures:
+
+  (a) the raw JPEG decode rate of the stored tiles of the level the loader reads (the 4x level):
+      the physical limit on this machine, with 1 and 2 processes;
+  (b) the loader's tiles/s delivering every tissue tile at 224 px, with 1 and 2 workers
+      (worker start-up excluded: the forkserver is warmed first; the cold figure is printed too);
+  (c) the ratio b/a;
+  (d) tissue detection + grid, and the whole `wsi-her2 tile` command on the slide.
+
+Usage: python benchmarks/bench_tiling.py [--workers 1 2] [--repeat R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).parent / "_data"
+SLIDE = DATA / "synthetic-40x-40000x30000.svs"
+
+
+def make_slide() -> Path:
+    from wsi_her2.synthetic import write_synthetic_slide
+
+    if not SLIDE.exists():
+        DATA.mkdir(parents=True, exist_ok=True)
+        print(f"writing {SLIDE} (once; ~20 s)")
+        tmp = SLIDE.with_suffix(".tmp.svs")
+        write_synthetic_slide(tmp, width=40000, height=30000, mpp=0.25, tissue_fraction=0.4, seed=7)
+        tmp.rename(SLIDE)
+    return SLIDE
+
+
+def _decode_chunk(args: tuple[str, int, list[int]]) -> int:
+    """Decode stored tiles of one level with libjpeg-turbo (imagecodecs): no resize, no checks."""
+    import imagecodecs
+    import tifffile
+
+    path, level, indices = args
+    page = tifffile.TiffFile(path).series[0].levels[level].keyframe
+    fd = os.open(path, os.O_RDONLY)
+    colorspace = "RGB" if int(page.photometric) == 2 and not page.is_jfif else None
+    for i in indices:
+        data = os.pread(fd, int(page.databytecounts[i]), int(page.dataoffsets[i]))
+        imagecodecs.jpeg8_decode(data, tables=page.jpegtables, colorspace=colorspace, outcolorspace="RGB")
+    os.close(fd)
+    return len(indices)
+
+
+def raw_decode_rate(path: Path, level: int, indices: list[int], processes: int, repeat: int) -> float:
+    best = 0.0
+    with ProcessPoolExecutor(processes) as pool:
+        list(pool.map(_decode_chunk, [(str(path), level, indices[:8])] * processes))  # warm
+        for _ in range(repeat):
+            chunks = [(str(path), level, indices[i::processes]) for i in range(processes)]
+            t0 = time.perf_counter()
+            n = sum(pool.map(_decode_chunk, chunks))
+            best = max(best, n / (time.perf_counter() - t0))
+    return best
+
+
+def loader_rate(path: Path, grid, thresholds, workers: int, repeat: int) -> tuple[float, float]:
+    """(warm rate, cold rate including worker start) in tiles/s."""
+    from wsi_her2.config import LoaderConfig
+    from wsi_her2.tiling.loader import SlideSource, iter_tile_batches
+
+    cfg = LoaderConfig(workers=workers, output_size_px=224, batch_size=64)
+    rates = []
+    for _ in range(repeat + 1):
+        t0 = time.perf_counter()
+        n = sum(len(b) for b in iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=thresholds))
+        rates.append(n / (time.perf_counter() - t0))
+    return max(rates[1:]), rates[0]
+
+
+def steady_loader_rate(path: Path, grid, thresholds, workers: int) -> float:
+    """Rate after the first batch has arrived (worker processes up and the slide open)."""
+    from wsi_her2.config import LoaderConfig
+    from wsi_her2.tiling.loader import SlideSource, iter_tile_batches
+
+    cfg = LoaderConfig(workers=workers, output_size_px=224, batch_size=32)
+    batches = iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=thresholds)
+    first = next(batches)
+    t0 = time.perf_counter()
+    n = sum(len(b) for b in batches)
+    del first
+    return n / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    from wsi_her2.config import GridConfig
+    from wsi_her2.slide import best_level, open_slide
+    from wsi_her2.tiling.grid import build_tile_grid
+    from wsi_her2.tissue import detect_tissue
+
+    path = make_slide()
+    with open_slide(path) as reader:
+        t0 = time.perf_counter()
+        mask = detect_tissue(reader)
+        grid = build_tile_grid(mask, reader.info, GridConfig(tile_size_px=1024))
+        t_layout = time.perf_counter() - t0
+        level = best_level(reader.info.levels, 1024 / 224)
+        cols = -(-level.width // level.tile_width)
+    # The stored tile of the loader's level under each 1024-px tissue tile (256 px at 4x: one each).
+    indices = [int((y // 4) // level.tile_height * cols + (x // 4) // level.tile_width) for x, y in zip(grid.x, grid.y)]
+    print(f"slide {path.name}: {len(grid)} tissue tiles of 1024 px, loader reads level {level.index} "
+          f"(downsample {level.downsample:g}, stored tiles {level.tile_width} px)")  # fmt: skip
+    print(f"tissue detection + grid: {t_layout * 1000:.0f} ms (target < 2000 ms)")
+    print()
+    print(f"{'processes':>9} | {'raw decode/s (a)':>16} | {'loader/s (b)':>12} | {'b/a':>5} | {'loader cold/s':>13}")
+    for workers in args.workers:
+        raw = raw_decode_rate(path, level.index, indices, workers, args.repeat)
+        warm, cold = loader_rate(path, grid, mask.thresholds, workers, args.repeat)
+        print(f"{workers:>9} | {raw:>16,.0f} | {warm:>12,.0f} | {warm / raw:>5.2f} | {cold:>13,.0f}")
+    in_process, _ = loader_rate(path, grid, mask.thresholds, 0, args.repeat)
+    print(f"loader in-process (--workers 0): {in_process:,.0f} tiles/s")
+    print()
+    with tempfile.TemporaryDirectory() as out:
+        workers = str(max(args.workers))
+        cmd = [sys.executable, "-m", "wsi_her2_cli.main", "tile", str(path), "-o", out, "-q", "--workers", workers]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True)
+        print(f"`wsi-her2 tile` on the whole slide (process start included): {time.perf_counter() - t0:.2f} s")
+    np.random.seed(0)
+
+
+if __name__ == "__main__":
+    main()
