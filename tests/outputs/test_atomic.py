@@ -61,3 +61,10 @@ def test_leftover_temporaries_are_cleaned(tmp_path: Path) -> None:
     (tmp_path / "report.json").write_text("ok")
     assert clean_temporaries(tmp_path) == 1
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+
+
+def test_writing_under_a_file_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="is a file"):
+        write_text(blocker / "report.html", "x")

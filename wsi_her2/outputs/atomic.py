@@ -60,6 +60,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         OutputError: the output cannot be written (disk full, permissions).
     """
     path = Path(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder", hint="choose another output path")
     tmp = _tmp_sibling(path)
     try:
         yield tmp
@@ -91,10 +93,11 @@ def _replace_dir(tmp: Path, path: Path) -> None:
 
 
 def _remove(path: Path) -> None:
+    # Cleanup after a failure must never raise a second error (e.g. the parent is not a folder).
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
     else:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             path.unlink()
 
 
