@@ -47,9 +47,13 @@ def main() -> None:
     a, b = cpu.predictions.probabilities, gpu.predictions.probabilities
     both = cpu.predictions.scored & gpu.predictions.scored
     diff = np.abs(a[both] - b[both])
-    agree = (a[both].argmax(1) == b[both].argmax(1)).mean()
+    # Random weights give near-uniform probabilities, where bf16 rounding flips ties: judge the
+    # class agreement on tiles whose top two CPU probabilities differ by at least 0.02.
+    top2 = np.sort(a[both], axis=1)[:, -2:]
+    clear = (top2[:, 1] - top2[:, 0]) >= 0.02
+    agree = (a[both][clear].argmax(1) == b[both][clear].argmax(1)).mean() if clear.any() else 1.0
     print(
-        f"tiles {both.sum()}: max |p_cpu - p_cuda| = {diff.max():.4f}, mean {diff.mean():.5f}; class agreement {agree:.1%}"
+        f"tiles {both.sum()}: max |p_cpu - p_cuda| = {diff.max():.4f}, mean {diff.mean():.5f}; class agreement {agree:.1%} on {clear.sum()} tiles without near-ties"
     )
     print(f"slide score cpu {cpu.score.score} / cuda {gpu.score.score}; "
           f"GPU path: {gpu.runtime['precision']}, channels_last {gpu.runtime['channels_last']}, tile input "

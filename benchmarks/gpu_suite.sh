@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every GPU check and benchmark in one run, for a lent GPU machine (no internet there).
-# The wheels the machine lacks travel in .whl/ (see docs/benchmarks.md); figures go to $OUT.
+# The wheels the machine lacks travel in .whl/ (see the README, "Speed"); figures go to $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu-out}
@@ -8,11 +8,10 @@ mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
 mkdir -p /tmp/cli-link && ln -sfn "$PWD/cli" /tmp/cli-link/wsi_her2_cli
 export PYTHONPATH="/tmp/site:$PWD:/tmp/cli-link"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-python3 -c "import torch, timm; print('torch', torch.__version__, 'timm', timm.__version__, 'cpus', __import__('os').cpu_count())"
-run() { echo; echo "== $*"; timeout "${STEP_TIMEOUT:-240}" "$@" 2>&1 | tee -a "$OUT/log.txt"; }
-run python3 benchmarks/bench_tiling.py --workers 1 2 8 14 --repeat 1
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/log.txt"
+python3 -c "import torch, timm, os; print('torch', torch.__version__, 'timm', timm.__version__, 'cpus', os.cpu_count())" | tee -a "$OUT/log.txt"
+run() { echo; echo "== $*" | tee -a "$OUT/log.txt"; timeout "${STEP_TIMEOUT:-200}" "$@" 2>&1 | tee -a "$OUT/log.txt"; }
+run python3 benchmarks/bench_score.py --device cuda --workers 14 --repeat-grid 12 ${COMPILE:---compile} --seconds 5 --json "$OUT/score_gpu.json"
 run python3 benchmarks/gpu_checks.py
-run python3 benchmarks/bench_score.py --device cuda --workers 14 --repeat-grid 12 --compile --seconds 6 --json "$OUT/score_gpu.json"
-if [ -f benchmarks/bench_train.py ]; then run python3 benchmarks/bench_train.py --device cuda; fi
-echo "== done"
+run python3 benchmarks/bench_tiling.py --workers 14 --repeat 1
+echo "== done" | tee -a "$OUT/log.txt"

@@ -108,7 +108,7 @@ def loader_options(func: F) -> F:
             "min_blur_score",
             type=click.FloatRange(0),
             default=None,
-            help="Drop tiles whose Laplacian variance is below this (0 = no blur check). [default: 8]",
+            help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 15]",
         ),
     )(func)
 

@@ -38,9 +38,19 @@ from wsi_her2.tissue import TissueThresholds, tissue_pixels
 
 # A function run on each tile's pixels inside the workers; must be picklable.
 TileFunction = Callable[..., Mapping[str, float]]
-# The tissue check runs on a copy at most this wide (a 1024-px tile at 0.25 µm/px becomes 2 µm/px,
-# near the mask's resolution, for which the thresholds were set); blur is judged on the delivered tile.
-_CHECK_SIZE_PX = 128
+# The pixel check works on small copies, reduced by an integer factor (OpenCV's fast area path):
+# tissue at ~64 px across (a 1024-px tile at 0.25 µm/px becomes 4 µm/px, the resolution the mask's
+# thresholds were set at), blur at ~128 px across (2 µm/px: enough to see whether nuclei have edges).
+_TISSUE_CHECK_PX = 64
+_BLUR_CHECK_PX = 128
+
+
+def _shrink(rgb: np.ndarray, target_px: int) -> np.ndarray:
+    factor = rgb.shape[1] // target_px
+    if factor <= 1:
+        return rgb
+    h, w = rgb.shape[0] // factor, rgb.shape[1] // factor
+    return cv2.resize(rgb[: h * factor, : w * factor], (w, h), interpolation=cv2.INTER_AREA)
 
 
 @dataclass(frozen=True)
@@ -86,16 +96,15 @@ def pixel_check(rgb: np.ndarray, thresholds: TissueThresholds) -> tuple[float, f
 
     Returns:
         (fraction of pixels that are tissue, blur score). The blur score is the variance of the
-        Laplacian of the grey tile divided by the tissue fraction (glass adds no edges, so this
-        is about the variance over the tissue alone); 0 when there is almost no tissue.
+        Laplacian of the grey tile at ~2 µm/px, divided by the tissue fraction (glass adds no
+        edges, so this is about the variance over the tissue alone); 0 when there is no tissue.
     """
-    h, w = rgb.shape[:2]
-    factor = -(-w // _CHECK_SIZE_PX)  # an integer reduction takes OpenCV's fast area path
-    small = rgb if factor <= 1 else cv2.resize(rgb, (w // factor, h // factor), interpolation=cv2.INTER_AREA)
+    blur_image = _shrink(rgb, _BLUR_CHECK_PX)
+    small = _shrink(blur_image, _TISSUE_CHECK_PX)
     fraction = float(np.count_nonzero(tissue_pixels(small, thresholds))) / (small.shape[0] * small.shape[1])
     if fraction < 0.01:
         return fraction, 0.0
-    laplacian = cv2.Laplacian(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), cv2.CV_16S, ksize=1)
+    laplacian = cv2.Laplacian(cv2.cvtColor(blur_image, cv2.COLOR_RGB2GRAY), cv2.CV_16S, ksize=1)
     _, std = cv2.meanStdDev(laplacian)
     return fraction, float(std[0, 0]) ** 2 / fraction
 
