@@ -33,6 +33,8 @@ def setup_logging(verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)])
     # tifffile logs a warning for every oddity of a damaged file; our own error says it once.
     logging.getLogger("tifffile").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
+    # The hub client's retry chatter adds nothing to our one-line error when offline.
+    logging.getLogger("huggingface_hub").setLevel(logging.ERROR if verbose < 2 else logging.DEBUG)
 
 
 class RateColumn(ProgressColumn):

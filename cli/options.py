@@ -120,7 +120,7 @@ def config_option(func: F) -> F:
         "config_path",
         type=click.Path(path_type=Path),
         default=None,
-        help="Config file (TOML/YAML/JSON) with [tissue], [grid], [loader], ... sections.",
+        help="Config file (TOML/YAML/JSON) with one section per stage; options given on the line win.",
     )(func)
 
 

@@ -166,3 +166,22 @@ def test_json_prints_the_report(run_cli, tmp_path: Path) -> None:
     result = run_cli("score", core, "--mpp", "0.25", "-o", tmp_path / "o", "--workers", "0", "--json")
     assert result.exit_code == 0
     assert json.loads(result.stdout)["result"]["score"] == "0"
+
+
+def test_a_checkpoint_from_train_scores_a_slide(run_cli, tmp_path: Path, tmp_path_factory) -> None:
+    """The output of `wsi-her2 train` is what `score --model` takes; its card steers the rule."""
+    pytest.importorskip("torch")
+    from tests.training.helpers import trained_checkpoint
+    from wsi_her2.synthetic import write_synthetic_slide
+
+    checkpoint = trained_checkpoint(tmp_path_factory.getbasetemp())
+    slide = tmp_path / "ihc.svs"
+    write_synthetic_slide(slide, width=4096, height=3072, stain="ihc", seed=3)
+    out = tmp_path / "out"
+    result = run_cli("score", slide, "--model", checkpoint, "--tile-size", "1024", "-o", out, "--workers", "0", "-q")
+    assert result.exit_code == 0, result.stderr
+    report = _report(out)
+    assert report["model"]["architecture"] == "test_resnet" and report["model"]["stain"] == "ihc"
+    assert report["model_card"]["label_granularity"] == "slide"
+    assert report["result"]["rule"] == "mean_probability"  # BCI-style slide-level labels
+    assert report["grid"]["tile_size_level0_px"] == 1024  # --tile-size wins over the card's 64-px patches

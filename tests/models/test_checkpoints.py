@@ -117,3 +117,17 @@ def test_missing_and_broken_checkpoints(tmp_path: Path) -> None:
 def test_invalid_card_values_are_refused() -> None:
     with pytest.raises(ModelError, match="stain"):
         _card(stain="fluorescence")
+
+
+def test_offline_imagenet_weights_fail_fast_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from wsi_her2.models import registry
+
+    monkeypatch.setattr(registry, "_cached_hub_file", lambda name: None)
+    monkeypatch.setattr(registry, "_hub_reachable", lambda timeout_s=3.0: False)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError) as caught:
+        create_model("resnet50", 4, pretrained=True)
+    assert time.perf_counter() - t0 < 5
+    assert "--pretrained-weights" in caught.value.user_message() and "--no-pretrained" in caught.value.user_message()

@@ -166,7 +166,7 @@ class GradCamExplainer:
     Args:
         model: the classifier (its weights are frozen in place; it is put in eval mode).
         card: its model card (preprocessing, classes).
-        device: a torch device (see :func:`~wsi_her2.inference.resolve_device`).
+        device: a torch device (see :func:`~wsi_her2.device.resolve_device`).
         layers: module paths on the classifier; default: the registry's, shallow to deep.
         batch_size: images per pass (default 64 on CUDA, 8 elsewhere).
 
@@ -319,7 +319,7 @@ def load_explainer(
         ModelError: it cannot be used.
         DeviceError: the device is unavailable.
     """
-    from wsi_her2.inference import resolve_device
+    from wsi_her2.device import resolve_device
     from wsi_her2.models.loading import load_checkpoint
 
     torch_device = resolve_device(device)

@@ -48,7 +48,7 @@ class DeepScorer:
             ModelError: the checkpoint is missing, unsafe or inconsistent.
             DeviceError: the device is unavailable.
         """
-        from wsi_her2.inference import resolve_device
+        from wsi_her2.device import resolve_device
         from wsi_her2.models.loading import load_checkpoint
 
         self.cfg = cfg

@@ -7,10 +7,10 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import CellSpec, render_tile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.models.dab.conftest import CellSpec, render_tile
 from wsi_her2.errors import ConfigError
 from wsi_her2.models.dab import TILE_KEYS, DabConfig, DabTileFunction, default_stain_vectors, score_tile
 

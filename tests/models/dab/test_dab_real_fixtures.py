@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import MPP, RealImage
 from skimage import data
 
+from tests.models.dab.conftest import MPP, RealImage
 from wsi_her2.models.dab import (
     DabConfig,
     DabTileFunction,

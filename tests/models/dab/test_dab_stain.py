@@ -7,9 +7,9 @@ import math
 import cv2
 import numpy as np
 import pytest
-from conftest import FIXTURES, CellSpec, load_rgb, render_tile, resample
 from skimage import data
 
+from tests.models.dab.conftest import FIXTURES, CellSpec, load_rgb, render_tile, resample
 from wsi_her2.models.dab import (
     DabConfig,
     StainVectors,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import CellSpec, render_tile
 
+from tests.models.dab.conftest import CellSpec, render_tile
 from wsi_her2.her2 import classify_by_percentages
 from wsi_her2.models.dab import (
     DabConfig,
