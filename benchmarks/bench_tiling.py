@@ -70,12 +70,12 @@ def raw_decode_rate(path: Path, level: int, indices: list[int], processes: int, 
     return best
 
 
-def loader_rate(path: Path, grid, thresholds, workers: int, repeat: int) -> tuple[float, float]:
+def loader_rate(path: Path, grid, thresholds, workers: int, repeat: int, check: bool = True) -> tuple[float, float]:
     """(warm rate, cold rate including worker start) in tiles/s."""
     from wsi_her2.config import LoaderConfig
     from wsi_her2.tiling.loader import SlideSource, iter_tile_batches
 
-    cfg = LoaderConfig(workers=workers, output_size_px=224, batch_size=64)
+    cfg = LoaderConfig(workers=workers, output_size_px=224, batch_size=64, pixel_check=check)
     rates = []
     for _ in range(repeat + 1):
         t0 = time.perf_counter()
@@ -123,11 +123,17 @@ def main() -> None:
           f"(downsample {level.downsample:g}, stored tiles {level.tile_width} px)")  # fmt: skip
     print(f"tissue detection + grid: {t_layout * 1000:.0f} ms (target < 2000 ms)")
     print()
-    print(f"{'processes':>9} | {'raw decode/s (a)':>16} | {'loader/s (b)':>12} | {'b/a':>5} | {'loader cold/s':>13}")
+    print(
+        f"{'processes':>9} | {'raw decode/s (a)':>16} | {'loader/s (b)':>12} | {'b/a':>5} | "
+        f"{'no pixel check/s':>16} | {'loader cold/s':>13}"
+    )
     for workers in args.workers:
         raw = raw_decode_rate(path, level.index, indices, workers, args.repeat)
         warm, cold = loader_rate(path, grid, mask.thresholds, workers, args.repeat)
-        print(f"{workers:>9} | {raw:>16,.0f} | {warm:>12,.0f} | {warm / raw:>5.2f} | {cold:>13,.0f}")
+        unchecked, _ = loader_rate(path, grid, mask.thresholds, workers, args.repeat, check=False)
+        print(
+            f"{workers:>9} | {raw:>16,.0f} | {warm:>12,.0f} | {warm / raw:>5.2f} | {unchecked:>16,.0f} | {cold:>13,.0f}"
+        )
     in_process, _ = loader_rate(path, grid, mask.thresholds, 0, args.repeat)
     print(f"loader in-process (--workers 0): {in_process:,.0f} tiles/s")
     print()

@@ -61,7 +61,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     if path.parent.exists() and not path.parent.is_dir():
-        raise OutputError(f"cannot write {path}: {path.parent} is a file, not a folder", hint="choose another output path")
+        raise OutputError(
+            f"cannot write {path}: {path.parent} is a file, not a folder", hint="choose another output path"
+        )
     tmp = _tmp_sibling(path)
     try:
         yield tmp
