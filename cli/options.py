@@ -29,8 +29,19 @@ def common_options(func: F) -> F:
     )(func)
 
 
+def backend_option(func: F) -> F:
+    """--backend."""
+    return click.option(
+        "--backend",
+        type=click.Choice(["auto", "tifffile", "openslide", "image"]),
+        default="auto",
+        show_default=True,
+        help="Slide reader; auto picks the fastest that reads the file.",
+    )(func)
+
+
 def slide_options(func: F) -> F:
-    """--mpp and --backend."""
+    """--mpp (an override) and --backend."""
     return _compose(
         click.option(
             "--mpp",
@@ -38,18 +49,12 @@ def slide_options(func: F) -> F:
             default=None,
             help="µm per level-0 pixel, overriding the slide's metadata (needed for JPEG/PNG images).",
         ),
-        click.option(
-            "--backend",
-            type=click.Choice(["auto", "tifffile", "openslide", "image"]),
-            default="auto",
-            show_default=True,
-            help="Slide reader; auto picks the fastest that reads the file.",
-        ),
+        backend_option,
     )(func)
 
 
-def tiling_options(func: F) -> F:
-    """Tissue detection and tile grid settings."""
+def grid_options(func: F) -> F:
+    """Tile grid settings and the pen filter."""
     return _compose(
         click.option(
             "--tile-size",
@@ -65,11 +70,7 @@ def tiling_options(func: F) -> F:
             help="µm/px that --tile-size refers to, so tiles cover the same tissue on 20x and 40x slides.",
         ),
         click.option(
-            "--overlap",
-            "overlap_px",
-            type=click.IntRange(0),
-            default=None,
-            help="Tile overlap in pixels. [default: 0]",
+            "--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels. [default: 0]"
         ),
         click.option(
             "--min-tissue",
@@ -79,6 +80,13 @@ def tiling_options(func: F) -> F:
             help="Keep tiles with at least this fraction on the tissue mask. [default: 0.25]",
         ),
         click.option("--no-pen-filter", is_flag=True, help="Do not reject marker-pen ink."),
+    )(func)
+
+
+def tiling_options(func: F) -> F:
+    """Grid settings plus --roi (one slide's regions of interest)."""
+    return _compose(
+        grid_options,
         click.option(
             "--roi",
             "roi_path",

@@ -24,6 +24,8 @@ def _feature(
     name: str | None,
     color: Sequence[int] | None,
     measurements: Mapping[str, float] | None = None,
+    *,
+    key: str,
 ) -> dict[str, Any]:
     properties: dict[str, Any] = {"objectType": object_type, "isLocked": False}
     if name is not None:
@@ -33,16 +35,19 @@ def _feature(
             k: (None if v != v else float(v))
             for k, v in measurements.items()  # NaN is not JSON
         }
-    return {"type": "Feature", "id": str(uuid.uuid4()), "geometry": geometry, "properties": properties}
+    # Ids derive from the object (not random), so scoring a slide again writes the same file.
+    feature_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"wsi-her2:{key}"))
+    return {"type": "Feature", "id": feature_id, "geometry": geometry, "properties": properties}
 
 
 def write_tissue_geojson(path: str | Path, polygons: MultiPolygon, mpp: float | None) -> Path:
     """Write the tissue outline as QuPath annotations named "Tissue"."""
     features = []
-    for polygon in polygons.geoms:
+    for i, polygon in enumerate(polygons.geoms):
         area_um2 = float(polygon.area) * mpp * mpp if mpp else None
         measurements = {"Area µm^2": area_um2} if area_um2 is not None else None
-        features.append(_feature(mapping(polygon), "annotation", "Tissue", (0, 160, 0), measurements))
+        key = f"tissue:{i}:{polygon.bounds}"
+        features.append(_feature(mapping(polygon), "annotation", "Tissue", (0, 160, 0), measurements, key=key))
     return write_json(path, {"type": "FeatureCollection", "features": features})
 
 
@@ -82,6 +87,7 @@ def write_tiles_geojson(
                 name,
                 colors.get(name) if name is not None else None,
                 {key: float(values[i]) for key, values in measurements.items()},
+                key=f"{object_type}:{x0:g}:{y0:g}:{size_px}",
             )
         )
     return write_json(path, {"type": "FeatureCollection", "features": features})

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import multiprocessing as mp
+import multiprocessing.util
 import os
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
@@ -358,6 +359,9 @@ def _pool(start_method: str, workers: int) -> ProcessPoolExecutor:
     if pool is None:
         pool = ProcessPoolExecutor(workers, mp_context=_context(start_method), initializer=_init_worker)
         _POOLS[key] = pool
+        # A process that is itself a multiprocessing child (a batch job, a Dask worker) never runs
+        # atexit: stop the pool from multiprocessing's own exit hooks, before its queues close.
+        multiprocessing.util.Finalize(None, shutdown_pools, exitpriority=100)
     return pool
 
 
