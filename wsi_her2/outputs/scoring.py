@@ -17,7 +17,7 @@ from wsi_her2.outputs.geojson import write_tiles_geojson
 from wsi_her2.outputs.heatmap import write_heatmap
 from wsi_her2.outputs.images import write_image
 from wsi_her2.outputs.overlay import draw_class_overlay
-from wsi_her2.outputs.tile_table import write_csv_columns
+from wsi_her2.outputs.tile_table import grid_columns, write_csv_columns
 from wsi_her2.outputs.tiling import now_iso
 from wsi_her2.pipeline import SlideResult, slide_summary
 
@@ -101,14 +101,7 @@ def _write_tile_outputs(result: SlideResult, out: Path) -> dict[str, Path]:
     )  # fmt: skip
 
     table: dict[str, Any] = {
-        "tile_id": np.arange(len(grid)),
-        "col": grid.col,
-        "row": grid.row,
-        "x_level0_px": grid.x,
-        "y_level0_px": grid.y,
-        "width_level0_px": np.full(len(grid), grid.tile_size_px),
-        "height_level0_px": np.full(len(grid), grid.tile_size_px),
-        "tissue_fraction": grid.tissue_fraction,
+        **grid_columns(grid),
         "pixel_tissue_fraction": preds.measurements["pixel_tissue_fraction"],
         "blur_score": preds.measurements["blur_score"],
         "scored": preds.scored,

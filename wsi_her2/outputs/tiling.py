@@ -12,7 +12,7 @@ from wsi_her2._version import __version__
 from wsi_her2.outputs.atomic import ensure_dir, write_json
 from wsi_her2.outputs.geojson import write_tissue_geojson
 from wsi_her2.outputs.images import draw_tiling_overview, write_image
-from wsi_her2.outputs.tile_table import write_csv_columns
+from wsi_her2.outputs.tile_table import grid_columns, write_csv_columns
 from wsi_her2.pipeline import TilingResult, slide_summary
 
 TILES_CSV = "tiles.csv"
@@ -44,14 +44,7 @@ def write_tiling_outputs(result: TilingResult, out_dir: str | Path, config: dict
     files["tiles"] = write_csv_columns(
         out / TILES_CSV,
         {
-            "tile_id": np.arange(len(grid)),
-            "col": grid.col,
-            "row": grid.row,
-            "x_level0_px": grid.x,
-            "y_level0_px": grid.y,
-            "width_level0_px": np.full(len(grid), grid.tile_size_px),
-            "height_level0_px": np.full(len(grid), grid.tile_size_px),
-            "tissue_fraction": grid.tissue_fraction,
+            **grid_columns(grid),
             "pixel_tissue_fraction": result.pixel_tissue_fraction,
             "blur_score": result.blur_score,
             "kept": result.kept,
