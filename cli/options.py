@@ -116,7 +116,7 @@ def loader_options(func: F) -> F:
             "min_blur_score",
             type=click.FloatRange(0),
             default=None,
-            help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 15]",
+            help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 50]",
         ),
     )(func)
 

@@ -40,14 +40,14 @@ from wsi_her2.tissue import TissueThresholds, tissue_pixels
 # A function run on each tile's pixels inside the workers; must be picklable.
 TileFunction = Callable[..., Mapping[str, float]]
 # The pixel check works on small copies, reduced by an integer factor (OpenCV's fast area path):
-# tissue at ~64 px across (a 1024-px tile at 0.25 µm/px becomes 4 µm/px, the resolution the mask's
-# thresholds were set at), blur at ~128 px across (2 µm/px: enough to see whether nuclei have edges).
+# tissue at ~64 px across (a 256-µm tile becomes ~4 µm/px, the resolution the mask's thresholds
+# were set at), blur at ~128 px across (~2 µm/px: enough to see whether nuclei have edges).
 _TISSUE_CHECK_PX = 64
 _BLUR_CHECK_PX = 128
 
 
 def _shrink(rgb: np.ndarray, target_px: int) -> np.ndarray:
-    factor = rgb.shape[1] // target_px
+    factor = round(rgb.shape[1] / target_px)
     if factor <= 1:
         return rgb
     h, w = rgb.shape[0] // factor, rgb.shape[1] // factor
