@@ -245,7 +245,13 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _init_job_process(parent_pid: int, threads: int, preload: SlideTask | None) -> None:
+    import signal
+
     import cv2
+
+    # Ctrl-C reaches the whole process group: the parent stops the batch and records it; a job
+    # process must not die with a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     cv2.setNumThreads(threads)
     if preload is not None and str(preload.settings.model) != "dab" and preload.settings.inference.threads is None:

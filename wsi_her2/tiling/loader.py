@@ -16,6 +16,7 @@ import contextlib
 import multiprocessing as mp
 import multiprocessing.util
 import os
+import signal
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -144,6 +145,9 @@ _CACHED_SLIDES = 2
 
 def _init_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
+    # Ctrl-C is the parent's to handle (it stops the pool); workers stay quiet instead of each
+    # printing a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _reader(source: SlideSource) -> SlideReader:
