@@ -258,24 +258,7 @@ def batch(
     loader_workers = workers
     if loader_workers is None and not scheduler:
         loader_workers = loader_workers_per_job(jobs)
-    settings = score_settings_from_options(
-        config_path,
-        model=model,
-        device=device,
-        batch_size=batch_size,
-        compile_model=compile_model,
-        rule=rule,
-        no_stain_check=no_stain_check,
-        backend=backend,
-        tile_size_px=tile_size_px,
-        target_mpp=target_mpp,
-        overlap_px=overlap_px,
-        min_tissue_fraction=min_tissue_fraction,
-        no_pen_filter=no_pen_filter,
-        workers=loader_workers,
-        no_pixel_check=no_pixel_check,
-        min_blur_score=min_blur_score,
-    )
+    settings = score_settings_from_options(click.get_current_context().params, workers=loader_workers)
     if list_path is not None:
         found = read_slide_list(list_path)
     else:

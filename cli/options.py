@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -196,42 +196,35 @@ def model_options(func: F) -> F:
     return func
 
 
-def score_settings_from_options(
-    config_path: Path | None,
-    *,
-    model: str,
-    device: str,
-    batch_size: int | None,
-    compile_model: bool,
-    rule: str | None,
-    no_stain_check: bool,
-    backend: str,
-    tile_size_px: int | None,
-    target_mpp: float | None,
-    overlap_px: int | None,
-    min_tissue_fraction: float | None,
-    no_pen_filter: bool,
-    workers: int | None,
-    no_pixel_check: bool,
-    min_blur_score: float | None,
-) -> Any:
-    """The :class:`~wsi_her2.settings.ScoreSettings` of ``score`` / ``batch`` options over a config file."""
+def score_settings_from_options(params: Mapping[str, Any], *, workers: int | None = None) -> Any:
+    """The :class:`~wsi_her2.settings.ScoreSettings` of ``score`` / ``batch`` options over a config file.
+
+    Args:
+        params: the command's option values (``click.Context.params``).
+        workers: loader workers to use instead of ``params["workers"]`` (batch shares the cores).
+    """
     from wsi_her2.settings import ScoreSettings
     from wsi_her2.tiling.loader import worker_count
 
+    p = params
     sections = stage_configs(
-        config_path,
-        tissue={"reject_pen": False if no_pen_filter else None},
-        grid={
-            "tile_size_px": tile_size_px,
-            "target_mpp": target_mpp,
-            "overlap_px": overlap_px,
-            "min_tissue_fraction": min_tissue_fraction,
+        p.get("config_path"),
+        tissue={"reject_pen": False if p.get("no_pen_filter") else None},
+        grid={k: p.get(k) for k in ("tile_size_px", "target_mpp", "overlap_px", "min_tissue_fraction")},
+        loader={
+            "workers": workers if workers is not None else p.get("workers"),
+            "pixel_check": False if p.get("no_pixel_check") else None,
+            "min_blur_score": p.get("min_blur_score"),
         },
-        loader={"workers": workers, "pixel_check": False if no_pixel_check else None, "min_blur_score": min_blur_score},
-        aggregate={"rule": rule},
-        inference={"device": device, "batch_size": batch_size, "compile": compile_model or None},
+        aggregate={"rule": p.get("rule")},
+        inference={
+            "device": p.get("device"),
+            "batch_size": p.get("batch_size"),
+            "compile": p.get("compile_model") or None,
+        },
         dab={},
     )
     sections["loader"].setdefault("workers", worker_count(None))
-    return ScoreSettings.from_sections(sections, model=model, backend=backend, check_stain=not no_stain_check)
+    return ScoreSettings.from_sections(
+        sections, model=p["model"], backend=p.get("backend", "auto"), check_stain=not p.get("no_stain_check")
+    )

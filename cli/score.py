@@ -70,24 +70,7 @@ def score(
     from wsi_her2.settings import run_score
 
     setup_logging(verbose, quiet)
-    settings = score_settings_from_options(
-        config_path,
-        model=model,
-        device=device,
-        batch_size=batch_size,
-        compile_model=compile_model,
-        rule=rule,
-        no_stain_check=no_stain_check,
-        backend=backend,
-        tile_size_px=tile_size_px,
-        target_mpp=target_mpp,
-        overlap_px=overlap_px,
-        min_tissue_fraction=min_tissue_fraction,
-        no_pen_filter=no_pen_filter,
-        workers=workers,
-        no_pixel_check=no_pixel_check,
-        min_blur_score=min_blur_score,
-    )
+    settings = score_settings_from_options(click.get_current_context().params)
     with RichProgress(enabled=not quiet and not as_json) as progress:
         result = run_score(slide, out_dir, settings, mpp=mpp, roi_path=roi_path, progress=progress)
     if as_json:
