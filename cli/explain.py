@@ -95,24 +95,14 @@ def explain(
     if scores_dir is None and mode != "patch":
         from wsi_her2_cli.options import score_settings_from_options
 
-        settings = score_settings_from_options(
-            config_path,
-            model=checkpoint,
-            device=device,
-            batch_size=None,
-            compile_model=False,
-            rule=None,
-            no_stain_check=False,
-            backend=backend,
-            tile_size_px=None,
-            target_mpp=None,
-            overlap_px=None,
-            min_tissue_fraction=None,
-            no_pen_filter=False,
-            workers=workers,
-            no_pixel_check=False,
-            min_blur_score=None,
-        )
+        params = {
+            "config_path": config_path,
+            "model": checkpoint,
+            "device": device,
+            "backend": backend,
+            "workers": workers,
+        }
+        settings = score_settings_from_options(params)
     if workers is None:
         from wsi_her2.tiling.loader import worker_count
 
