@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -95,15 +97,7 @@ def test_dab_cells_rule_pools_cells_over_tiles() -> None:
         "n_cells_3plus": [0, 1, 0],
     }
     measurements = {k: np.array(v, float) for k, v in counts.items()}
-    dab = TilePredictions(
-        preds.classes,
-        preds.scored,
-        preds.probabilities,
-        preds.predicted,
-        preds.weights,
-        measurements,
-        preds.drop_reason,
-    )
+    dab = dataclasses.replace(preds, measurements=measurements)
     r = aggregate_slide(dab)
     assert r.rule == "cells" and r.score == "2+"  # 45 of 321 cells are 2+ or 3+: 14%
     assert r.cell_counts == {"0": 255, "1+": 20, "2+": 45, "3+": 1}
@@ -114,15 +108,7 @@ def test_ultralow_like_flags_a_zero_with_faint_staining() -> None:
     preds = _preds([0, 0])
     measurements = {"n_cells_0": np.array([95.0, 96]), "n_cells_1plus": np.array([5.0, 4]),
                     "n_cells_2plus": np.zeros(2), "n_cells_3plus": np.zeros(2)}  # fmt: skip
-    dab = TilePredictions(
-        preds.classes,
-        preds.scored,
-        preds.probabilities,
-        preds.predicted,
-        preds.weights,
-        measurements,
-        preds.drop_reason,
-    )
+    dab = dataclasses.replace(preds, measurements=measurements)
     r = aggregate_slide(dab)
     assert r.score == "0" and r.ultralow_like is True
 
