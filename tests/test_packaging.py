@@ -4,20 +4,39 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
+import zipfile
+from pathlib import Path
 
 from tests.conftest import ROOT
 
 
-def test_every_subpackage_is_listed_in_pyproject() -> None:
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
-    found = {
-        ".".join(init.parent.relative_to(ROOT).parts)
-        for init in (ROOT / "wsi_her2").rglob("__init__.py")
-        if "static" not in init.parts
+def test_wheel_holds_every_package_and_the_viewer_files(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("wsi_her2-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    expected = {
+        init.relative_to(ROOT).as_posix()
+        for top in ("wsi_her2", "wsi_her2_cli")
+        for init in (ROOT / top).rglob("__init__.py")
     }
-    found |= {"wsi_her2_cli"}
-    assert found <= listed, f"add to pyproject.toml packages: {sorted(found - listed)}"
+    expected |= {"wsi_her2_cli/main.py", "wsi_her2/viewer/static/viewer.js", "wsi_her2/py.typed"}
+    assert expected <= names, f"missing from the wheel: {sorted(expected - names)}"
+    assert not any(name.startswith("tests/") for name in names)
 
 
 def test_help_does_not_import_heavy_libraries() -> None:

@@ -96,6 +96,31 @@ def _mean_red(rgb: np.ndarray, valid_mask: np.ndarray | None) -> dict[str, float
     return {"mean_red": float(rgb[..., 0].mean())}
 
 
+def _bright_rows(rgb: np.ndarray, valid_mask: np.ndarray | None) -> dict[str, float | np.ndarray]:
+    rows = np.flatnonzero(rgb.mean(axis=(1, 2)) > 200).astype(np.int32)
+    return {"n_rows": float(len(rows)), "rows": rows}
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_array_outputs_of_a_tile_function_travel_per_tile(
+    synthetic_slide: tuple[Path, np.ndarray], workers: int
+) -> None:
+    path, _ = synthetic_slide
+    mask, grid = _grid(path)
+    cfg = LoaderConfig(workers=workers, return_images=False, batch_size=5)
+    batches = list(
+        iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=mask.thresholds, tile_function=_bright_rows)
+    )
+    for batch in batches:
+        rows = batch.tile_arrays["rows"]
+        assert len(rows) == len(batch)
+        for i, kept in enumerate(batch.kept):
+            if kept:
+                assert rows[i] is not None and len(rows[i]) == batch.measurements["n_rows"][i]
+            else:
+                assert rows[i] is None
+
+
 def test_a_broken_worker_becomes_a_clear_error(synthetic_slide: tuple[Path, np.ndarray]) -> None:
     from wsi_her2.errors import WsiHer2Error
 

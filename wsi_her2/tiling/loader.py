@@ -38,8 +38,10 @@ from wsi_her2.slide.regions import read_tile
 from wsi_her2.tiling.grid import TileGrid
 from wsi_her2.tissue import TissueThresholds, tissue_pixels
 
-# A function run on each tile's pixels inside the workers; must be picklable.
-TileFunction = Callable[..., Mapping[str, float]]
+# A function run on each tile's pixels inside the workers; must be picklable. Scalars become
+# per-tile columns (``TileBatch.measurements``); arrays (e.g. a table of the tile's cells) travel
+# as they are, one per tile (``TileBatch.tile_arrays``).
+TileFunction = Callable[..., Mapping[str, "float | np.ndarray"]]
 # The pixel check works on small copies, reduced by an integer factor (OpenCV's fast area path):
 # tissue at ~64 px across (a 256-µm tile becomes ~4 µm/px, the resolution the mask's thresholds
 # were set at), blur at ~128 px across (~2 µm/px: enough to see whether nuclei have edges).
@@ -79,7 +81,10 @@ class TileBatch:
         kept: True where the tile passed the pixel-level check.
         pixel_tissue_fraction: fraction of the tile's pixels that look like tissue.
         blur_score: variance of the Laplacian of the tile (grey levels²); low means blurred or empty.
-        measurements: per-tile outputs of the tile function, by name (empty when there is none).
+        measurements: per-tile scalar outputs of the tile function, by name (NaN for tiles it did
+            not run on; empty when there is none).
+        tile_arrays: per-tile array outputs of the tile function, by name: one entry per tile,
+            None for tiles it did not run on.
     """
 
     indices: np.ndarray
@@ -88,6 +93,7 @@ class TileBatch:
     pixel_tissue_fraction: np.ndarray
     blur_score: np.ndarray
     measurements: dict[str, np.ndarray] = field(default_factory=dict)
+    tile_arrays: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -215,6 +221,7 @@ def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None) -> dict[str
     fractions = np.ones(n, np.float32)
     blur = np.zeros(n, np.float32)
     measured: dict[str, np.ndarray] = {}
+    arrays: dict[str, list[np.ndarray | None]] = {}
     for i in range(n):
         x, y = int(job.xs[i]), int(job.ys[i])
         tile = read_tile(reader, x, y, task.tile_size_px, task.tile_size_px, size, size)
@@ -226,11 +233,14 @@ def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None) -> dict[str
         if task.tile_function is not None and kept[i]:
             values = task.tile_function(tile, _valid_mask(task, x, y))
             for key, value in values.items():
+                if isinstance(value, np.ndarray):
+                    arrays.setdefault(key, [None] * n)[i] = value
+                    continue
                 if key not in measured:
                     measured[key] = np.full(n, np.nan, np.float64)
                 measured[key][i] = value
     return {"batch_id": job.batch_id, "slot": job.slot, "kept": kept, "fractions": fractions, "blur": blur,
-            "measurements": measured}  # fmt: skip
+            "measurements": measured, "arrays": arrays}  # fmt: skip
 
 
 def _worker_job(job: _Job) -> dict[str, Any]:
@@ -293,6 +303,7 @@ def iter_tile_batches(
             pixel_tissue_fraction=result["fractions"],
             blur_score=result["blur"],
             measurements=result["measurements"],
+            tile_arrays=result["arrays"],
         )
 
     if cfg.workers == 0:

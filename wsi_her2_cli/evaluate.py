@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from wsi_her2_cli.options import common_options, config_option, stage_configs
 from wsi_her2_cli.train import data_options
 
@@ -50,10 +51,9 @@ def evaluate(
     quadratic-weighted kappa, per-class figures and the confusion matrix. Writes into OUT:
       metrics.json, report.md, confusion_matrix.json, confusion_matrix.png, predictions.csv
     """
-    from wsi_her2_cli.console import RichProgress, err_console, out_console, setup_logging
-
     from wsi_her2.training.config import DataConfig
     from wsi_her2.training.evaluate import evaluate_checkpoint, write_evaluation
+    from wsi_her2_cli.console import RichProgress, err_console, out_console, setup_logging
 
     setup_logging(verbose, quiet)
     sections = stage_configs(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from wsi_her2_cli.options import common_options, slide_options
 
 
@@ -19,10 +20,10 @@ def info(
 ) -> None:
     """Show vendor, size, pyramid levels, µm/px, magnification and associated images of SLIDE."""
     from rich.table import Table
-    from wsi_her2_cli.console import out_console
 
     from wsi_her2.outputs.atomic import to_json
     from wsi_her2.slide import open_slide
+    from wsi_her2_cli.console import out_console
 
     with open_slide(slide, mpp=mpp, backend=backend) as reader:  # type: ignore[arg-type]  # choice-checked
         facts = reader.info

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from wsi_her2_cli.options import common_options
 
 
@@ -38,9 +39,8 @@ def view(result: Path, slide: Path | None, host: str, port: int, no_browser: boo
     """
     import webbrowser
 
-    from wsi_her2_cli.console import err_console, setup_logging
-
     from wsi_her2.viewer.server import ViewerServer
+    from wsi_her2_cli.console import err_console, setup_logging
 
     setup_logging(verbose, quiet)
     server = ViewerServer(result, host=host, port=port, slide=slide)

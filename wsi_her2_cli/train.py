@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from wsi_her2_cli.options import common_options, config_option, stage_configs
 
 PAPER_ARCHITECTURES = ("convnext_tiny", "resnet50", "mobilenetv2_100", "inception_v3")
@@ -196,12 +197,11 @@ def train(
       training_log.csv, training_curves.png   loss and accuracy per epoch
       train_config.json, split.csv, resume/   the settings, the split, the state for --resume
     """
-    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
-
     from wsi_her2.errors import ConfigError
     from wsi_her2.training.config import DataConfig, TrainConfig
     from wsi_her2.training.fit import run_training
     from wsi_her2.training.plan import prepare_training, saved_configs
+    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
 
     setup_logging(verbose, quiet)
     if pretrained_weights is not None and no_pretrained:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from wsi_her2_cli.options import (
     common_options,
     config_option,
@@ -63,11 +64,10 @@ def score(
       overlay.png          the slide with the tile classes and a legend
     Exit code 6 (with a report saying so) when the slide has no tissue.
     """
-    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
-    from wsi_her2_cli.summaries import print_score_summary
-
     from wsi_her2.errors import NoTissueError
     from wsi_her2.settings import run_score
+    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
+    from wsi_her2_cli.summaries import print_score_summary
 
     setup_logging(verbose, quiet)
     settings = score_settings_from_options(click.get_current_context().params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from wsi_her2_cli.options import common_options
 
 
@@ -27,9 +28,8 @@ def report(
     the overlay, the top tiles of each class (read from the slide) and the model card. A batch
     folder gives a table of its slides and a section per slide. The path written goes to stdout.
     """
-    from wsi_her2_cli.console import setup_logging
-
     from wsi_her2.viewer.report_html import write_report
+    from wsi_her2_cli.console import setup_logging
 
     setup_logging(verbose, quiet)
     path = write_report(result, out_file, slide=slide, top_per_class=top_per_class)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from wsi_her2_cli.options import (
     common_options,
     config_option,
@@ -68,15 +69,14 @@ def tile(
       thumbnail.png    the slide with the tissue outline, kept tiles (blue), dropped tiles (red)
       manifest.json    slide facts, µm/px used, every setting, counts, version (written last)
     """
-    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
-    from wsi_her2_cli.summaries import print_tiling_summary
-
     from wsi_her2.config import GridConfig, LoaderConfig, TissueConfig
     from wsi_her2.outputs.tile_images import TileImageWriter
     from wsi_her2.outputs.tiling import write_tiling_outputs
     from wsi_her2.pipeline import prepare_slide, tile_slide
     from wsi_her2.roi import load_roi
     from wsi_her2.tiling.loader import worker_count
+    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
+    from wsi_her2_cli.summaries import print_tiling_summary
 
     setup_logging(verbose, quiet)
     sections = stage_configs(

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from wsi_her2_cli.options import common_options, config_option, slide_options
 
 
@@ -86,9 +87,8 @@ def explain(
       tiles/<class>/       each tile and overlay;  gradcam.zarr  with --cam-heatmap (OME-NGFF)
     For `dab`, the DAB scorer's evidence (DAB, membranes, cells coloured by class) replaces Grad-CAM.
     """
-    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
-
     from wsi_her2.explain import explain as run_explain
+    from wsi_her2_cli.console import RichProgress, err_console, setup_logging
 
     setup_logging(verbose, quiet)
     settings = None

@@ -7,6 +7,7 @@ import importlib.util
 import sys
 
 import click
+
 from wsi_her2_cli.errors import run_guarded
 
 # name -> "module:function"; modules import heavy libraries inside their functions only.

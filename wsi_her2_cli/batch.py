@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+
 from wsi_her2_cli.options import (
     backend_option,
     common_options,
@@ -28,6 +29,7 @@ class BatchDisplay:
         from rich.console import Group
         from rich.live import Live
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         from wsi_her2_cli.console import err_console
 
         self.enabled = enabled
@@ -236,8 +238,6 @@ def batch(
     model) and redoes the rest, also after a crash or kill. --mpp gives the µm/px of images and
     of slides whose metadata has none. Exit code 12 when any slide failed (see the summary).
     """
-    from wsi_her2_cli.console import err_console, setup_logging
-
     from wsi_her2.batch import (
         discover_slides,
         loader_workers_per_job,
@@ -248,6 +248,7 @@ def batch(
         take_shard,
     )
     from wsi_her2.errors import BatchFailedError, ConfigError, InputNotFoundError
+    from wsi_her2_cli.console import err_console, setup_logging
 
     setup_logging(verbose, quiet)
     if (slides_dir is None) == (list_path is None):
