@@ -13,22 +13,9 @@ from hypothesis import strategies as st
 from tests.models.dab.conftest import CellSpec, render_tile
 from wsi_her2.errors import ConfigError
 from wsi_her2.models.dab import TILE_KEYS, DabConfig, DabTileFunction, default_stain_vectors, score_tile
-
-EXPECTED_KEYS = {
-    "n_cells",
-    "n_cells_0",
-    "n_cells_1plus",
-    "n_cells_2plus",
-    "n_cells_3plus",
-    "frac_0",
-    "frac_1plus",
-    "frac_2plus",
-    "frac_3plus",
-    "mean_membrane_dab_od",
-    "mean_completeness",
-    "dab_area_fraction",
-    "tile_class",
-}
+from wsi_her2.models.dab.background import N_BINS
+from wsi_her2.models.dab.slide_cells import finish_slide
+from wsi_her2.models.dab.tile import BACKGROUND_KEY, CELL_COLUMNS, CELLS_KEY, DAB_HIST_KEY, SECTORS_KEY
 
 
 def test_defaults_are_valid_and_round_trip() -> None:
@@ -67,30 +54,54 @@ def test_unknown_config_key_raises_config_error() -> None:
         DabConfig.from_dict({"membrane_od_4plus": 1.0})
 
 
-def test_tile_function_output_keys_and_types() -> None:
-    fn = DabTileFunction(default_stain_vectors(), DabConfig(), mpp=0.5)
+def _finish_one(out: dict, cfg: DabConfig | None = None) -> dict[str, float]:
+    """The tile's values once the slide (this one tile) is finished, as the pipeline does."""
+    done = finish_slide([0], np.zeros(1), np.zeros(1), [out], 1, 0.5, cfg or DabConfig())
+    return {key: float(values[0]) for key, values in done.tile_values.items()}
+
+
+def test_tile_function_returns_cells_and_histograms_for_the_slide() -> None:
+    cfg = DabConfig()
+    fn = DabTileFunction(default_stain_vectors(), cfg, mpp=0.5)
     out = fn(render_tile([CellSpec(0.2, 1.0), CellSpec()]))
-    assert set(out) == EXPECTED_KEYS == set(TILE_KEYS)
-    for key, value in out.items():
-        assert isinstance(value, (int, float)) and not isinstance(value, bool), key
-    assert isinstance(out["tile_class"], int) and out["tile_class"] == 2
-    assert out["n_cells"] == sum(out[k] for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus"))
-    assert math.isclose(sum(out[k] for k in ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus")), 1.0)
+    assert set(out) == {"n_cells", CELLS_KEY, SECTORS_KEY, BACKGROUND_KEY, DAB_HIST_KEY}
+    cells, sectors = out[CELLS_KEY], out[SECTORS_KEY]
+    assert cells.shape == (int(out["n_cells"]), len(CELL_COLUMNS)) and cells.dtype == np.float32
+    assert sectors.shape == (len(cells), cfg.n_sectors)
+    assert len(out[BACKGROUND_KEY]) == len(out[DAB_HIST_KEY]) == N_BINS
+    values = _finish_one(out)
+    assert set(values) == set(TILE_KEYS)
+    assert values["tile_class"] == 2 and values["n_cells"] == len(cells)
+    counted = sum(values[k] for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus"))
+    assert counted == values["n_tumour_cells"] <= values["n_cells"]
+    assert math.isclose(sum(values[k] for k in ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus")), 1.0)
+
+
+def test_a_finished_single_tile_equals_the_tile_scored_alone() -> None:
+    tile = render_tile([CellSpec(0.12, 0.4), CellSpec(0.6, 1.0), CellSpec()])
+    alone = score_tile(tile, default_stain_vectors(), DabConfig())
+    values = _finish_one(DabTileFunction(default_stain_vectors(), DabConfig(), mpp=0.5)(tile))
+    assert [values[k] for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus")] == list(alone.counts)
+    assert math.isclose(values["membrane_index"], alone.membrane_index)
 
 
 def test_tile_function_no_cells_gives_zero_fractions_and_nan_means() -> None:
     fn = DabTileFunction(default_stain_vectors(), DabConfig(), mpp=0.5)
     out = fn(np.full((128, 128, 3), 250, np.uint8))
-    assert out["n_cells"] == 0 and out["tile_class"] == 0
-    assert out["frac_0"] == out["frac_3plus"] == 0.0
-    assert math.isnan(out["mean_membrane_dab_od"]) and math.isnan(out["mean_completeness"])
+    assert out["n_cells"] == 0 and out[CELLS_KEY].shape == (0, len(CELL_COLUMNS))
+    values = _finish_one(out)
+    assert values["n_cells"] == 0 and values["tile_class"] == 0
+    assert values["frac_0"] == values["frac_3plus"] == 0.0
+    assert math.isnan(values["mean_membrane_dab_od"]) and math.isnan(values["membrane_index"])
 
 
 def test_tile_function_pickles_and_gives_the_same_result() -> None:
     fn = DabTileFunction(default_stain_vectors(), DabConfig(), mpp=0.5)
     tile = render_tile([CellSpec(0.6, 1.0), CellSpec()])
-    clone = pickle.loads(pickle.dumps(fn))
-    assert clone(tile) == fn(tile)
+    clone, mine = pickle.loads(pickle.dumps(fn))(tile), fn(tile)
+    assert set(clone) == set(mine)
+    for key, value in mine.items():
+        assert np.array_equal(np.asarray(clone[key]), np.asarray(value), equal_nan=True), key
 
 
 def test_tile_function_resizes_finer_tiles_and_masks() -> None:
@@ -99,11 +110,11 @@ def test_tile_function_resizes_finer_tiles_and_masks() -> None:
     tile = render_tile([CellSpec(0.6, 1.0), CellSpec()])
     fine = cv2.resize(tile, (1024, 1024), interpolation=cv2.INTER_LINEAR)
     fn = DabTileFunction(default_stain_vectors(), DabConfig(), mpp=0.25)
-    out = fn(fine)
+    out = _finish_one(fn(fine))
     assert abs(out["frac_3plus"] - 0.5) < 0.1
     mask = np.zeros((1024, 1024), bool)
     mask[:512] = True
-    half = fn(fine, mask)
+    half = _finish_one(fn(fine, mask))
     assert 0.35 * out["n_cells"] < half["n_cells"] < 0.65 * out["n_cells"]
 
 

@@ -7,6 +7,8 @@ rule, as a slide would be.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from skimage import data
@@ -17,38 +19,28 @@ from wsi_her2.models.dab import (
     DabTileFunction,
     classify_cell_counts,
     estimate_stain_vectors,
-    optical_density,
     score_tile,
 )
+from wsi_her2.models.dab.slide_cells import finish_slide, score_image
 
 CFG = DabConfig()
 
 
-def pooled(image: RealImage, tile: int = 512, min_tissue: float = 0.5) -> dict[str, float]:
-    """Score every mostly-tissue tile and pool the cells."""
-    counts = np.zeros(4, np.int64)
-    membrane = []
-    h, w = image.work.shape[:2]
-    n_tiles = 0
-    for y in range(0, h, tile):
-        for x in range(0, w, tile):
-            rgb = np.ascontiguousarray(image.work[y : y + tile, x : x + tile])  # edge tiles are smaller
-            if min(rgb.shape[:2]) < tile // 4:
-                continue
-            if (optical_density(rgb).mean(axis=2) > CFG.tissue_min_od).mean() < min_tissue:
-                continue
-            result = score_tile(rgb, image.stains, CFG, mpp=MPP, return_cells=True)
-            counts += result.counts
-            assert result.cells is not None
-            membrane.append(result.cells.membrane_od)
-            n_tiles += 1
-    fractions = counts / max(1, counts.sum())
+def pooled(image: RealImage, tile: int = 512, min_tissue: float = 0.5) -> dict[str, Any]:
+    """Score the image as the pipeline scores a slide: tiles, one background, one tumour gate."""
+    done = score_image(image.work, image.stains, CFG, mpp=MPP, tile_px=tile, min_tissue_fraction=min_tissue)
+    summary = done.summary
+    counts = np.array(list(summary["tumour_cells"]["counts"].values()))
+    tumour = done.cells.columns["is_tumour"]
     return {
-        "tiles": n_tiles,
+        "tiles": int(np.isfinite(done.tile_values["n_cells"]).sum()),
         "cells": int(counts.sum()),
-        "fractions": fractions,
+        "cells_detected": summary["n_cells_detected"],
+        "fractions": counts / max(1, counts.sum()),
         "score": classify_cell_counts(counts.tolist(), CFG),
-        "membrane_od": float(np.concatenate(membrane).mean()) if membrane else float("nan"),
+        "membrane_od": float(done.cells.columns["membrane_od"][tumour].mean()),
+        "index": summary["membrane_index"],
+        "done": done,
     }
 
 
@@ -99,10 +91,10 @@ def test_tile_function_on_full_resolution_core_tiles(core2: RealImage) -> None:
     fn = DabTileFunction(core2.stains, CFG, mpp=0.25)
     work = core2.work[1024:1536, 1024:1536]
     full = cv2.resize(work, (1024, 1024), interpolation=cv2.INTER_CUBIC)
-    out = fn(full)
+    out = finish_slide([0], np.zeros(1), np.zeros(1), [fn(full)], 1, 0.5, CFG).tile_values
     direct = score_tile(np.ascontiguousarray(work), core2.stains, CFG).to_dict()
-    assert out["n_cells"] > 50
-    assert abs(out["frac_2plus"] - direct["frac_2plus"]) < 0.15
+    assert out["n_cells"][0] > 50
+    assert abs(out["frac_2plus"][0] - direct["frac_2plus"]) < 0.15
 
 
 def test_skimage_ihc_is_scored_without_error() -> None:

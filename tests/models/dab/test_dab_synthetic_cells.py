@@ -126,11 +126,14 @@ def test_blank_glass_tile_has_no_cells(value: int) -> None:
 
 def test_return_cells_table_is_consistent() -> None:
     result = score_tile(render_tile([CellSpec(0.6, 1.0), CellSpec()]), STAINS, CFG, return_cells=True)
-    cells = result.cells
-    assert cells is not None and len(cells) == result.n_cells
-    assert np.array_equal(np.bincount(cells.cell_class, minlength=4), result.counts)
+    cells, tumour = result.cells, result.is_tumour
+    assert cells is not None and tumour is not None
+    assert len(cells) == len(tumour) == result.n_cells_all >= result.n_cells == int(tumour.sum())
+    assert np.array_equal(np.bincount(cells.cell_class, minlength=4), result.counts_all)
+    assert np.array_equal(np.bincount(cells.cell_class[tumour], minlength=4), result.counts)
     assert np.all((cells.completeness >= 0) & (cells.completeness <= 1))
-    assert set(cells.to_dict()) >= {"x_px", "y_px", "cell_class", "membrane_od", "completeness"}
+    assert np.all(cells.membrane_partial_od >= cells.membrane_complete_od)
+    assert set(cells.to_dict()) >= {"x_px", "y_px", "cell_class", "membrane_od", "completeness", "nucleus_h_od"}
 
 
 def test_other_resolution_via_mpp_gives_same_classes() -> None:

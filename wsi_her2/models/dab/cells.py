@@ -26,6 +26,8 @@ import math
 import cv2
 import numpy as np
 
+from wsi_her2.models.dab.background import N_BINS, background_from_histogram, line_histogram
+from wsi_her2.models.dab.classify import MembraneThresholds, classify_cells, resolve_thresholds
 from wsi_her2.models.dab.config import DabConfig
 
 
@@ -42,6 +44,11 @@ class CellTable:
         completeness: fraction of the ring's sectors stained at ``membrane_od_1plus``.
         nucleus_area_um2: nucleus area in µm².
         elongation: nucleus length over width (from its second moments).
+        nucleus_h_od: mean hematoxylin OD over the nucleus (chromatin density, for the tumour gate).
+        membrane_partial_od: the membrane signal reached by at least ``partial_fraction`` of the
+            ring's sectors (the 1+ criterion compares it with the 1+ level).
+        membrane_complete_od: the signal reached by at least ``complete_fraction`` of the sectors
+            (the 2+ and 3+ criteria compare it with their levels).
     """
 
     x_px: np.ndarray
@@ -51,21 +58,20 @@ class CellTable:
     completeness: np.ndarray
     nucleus_area_um2: np.ndarray
     elongation: np.ndarray
+    nucleus_h_od: np.ndarray
+    membrane_partial_od: np.ndarray
+    membrane_complete_od: np.ndarray
 
     def __len__(self) -> int:
         return int(self.x_px.shape[0])
 
     def to_dict(self) -> dict[str, list[float] | list[int]]:
-        """JSON-ready lists."""
-        return {
-            "x_px": self.x_px.tolist(),
-            "y_px": self.y_px.tolist(),
-            "cell_class": self.cell_class.tolist(),
-            "membrane_od": self.membrane_od.tolist(),
-            "completeness": self.completeness.tolist(),
-            "nucleus_area_um2": self.nucleus_area_um2.tolist(),
-            "elongation": self.elongation.tolist(),
-        }
+        """JSON-ready lists, one per field."""
+        return {f.name: getattr(self, f.name).tolist() for f in dataclasses.fields(self)}
+
+    def subset(self, keep: np.ndarray) -> CellTable:
+        """The cells where ``keep`` is True (a bool mask or indices)."""
+        return CellTable(*(getattr(self, f.name)[keep] for f in dataclasses.fields(self)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +94,8 @@ _CLUSTER_NUCLEI = 4
 _COMPACT_SIGMA_UM = 1.0
 # Closing radius that fills the pale centre of vesicular nuclei.
 _CLOSE_UM = 1.5
+# The background is read this far inside nuclei, clear of membranes blurred across their edge.
+_INTERIOR_UM = 1.5
 
 
 def _disk(radius_px: int) -> np.ndarray:
@@ -112,8 +120,8 @@ def _compact_dab(dab_od: np.ndarray, cfg: DabConfig, px: float) -> np.ndarray:
 
 
 def _empty_table() -> CellTable:
-    f = np.zeros(0, dtype=np.float32)
-    return CellTable(f, f.copy(), np.zeros(0, dtype=np.int8), f.copy(), f.copy(), f.copy(), f.copy())
+    names = [f.name for f in dataclasses.fields(CellTable)]
+    return CellTable(**{n: np.zeros(0, dtype=np.int8 if n == "cell_class" else np.float32) for n in names})
 
 
 def _background(img: np.ndarray, sigma_px: float) -> np.ndarray:
@@ -193,6 +201,27 @@ def _find_nuclei(
     return seed_label, nucleus, excluded, n_lab
 
 
+@dataclasses.dataclass(frozen=True)
+class CellMeasurement:
+    """What :func:`measure_cells` found on one tile.
+
+    Attributes:
+        cells: the per-cell table (classes set with ``levels``).
+        levels: the membrane levels the classes were set with.
+        background_hist: histogram of the line signal inside blue nuclei (the slide's background
+            is pooled from these; :mod:`~wsi_her2.models.dab.background`).
+        sectors: (n_cells, n_sectors) float16 membrane signal of each cell's ring sectors,
+            strongest first, NaN for sectors with no ring pixel (completeness at any level).
+        maps: pixel maps, when asked for.
+    """
+
+    cells: CellTable
+    levels: MembraneThresholds
+    background_hist: np.ndarray
+    sectors: np.ndarray | None = None
+    maps: CellMaps | None = None
+
+
 def measure_cells(
     h_od: np.ndarray,
     dab_od: np.ndarray,
@@ -200,8 +229,9 @@ def measure_cells(
     cfg: DabConfig,
     mpp: float,
     *,
+    levels: MembraneThresholds | None = None,
     with_maps: bool = False,
-) -> tuple[CellTable, CellMaps | None]:
+) -> CellMeasurement:
     """Find nuclei and measure the membrane DAB around each.
 
     Args:
@@ -210,31 +240,36 @@ def measure_cells(
         tissue: HxW bool tissue pixels (seeds only there).
         cfg: thresholds and sizes.
         mpp: µm/px of these arrays.
+        levels: the membrane levels to class cells with (a slide's); None sets them above this
+            tile's own background (a tile analysed alone).
         with_maps: also return the pixel maps (for evidence images).
 
     Returns:
-        The cell table, and the maps when asked (else None).
+        The cells, the levels used, the background histogram and (when asked) the maps.
     """
     shape = h_od.shape
     width = shape[1]
     px = 1.0 / mpp  # pixels per µm
+    empty_hist = np.zeros(N_BINS, np.int64)
     found = _find_nuclei(h_od, dab_od, tissue, cfg, px) if tissue.any() else None
-    if found is None:
-        return _empty_table(), _empty_maps(shape) if with_maps else None
+    if found is None or not found[1].any():
+        used = levels or resolve_thresholds(cfg, None, "tile nuclei")
+        no_sectors = np.zeros((0, cfg.n_sectors), np.float16)
+        return CellMeasurement(_empty_table(), used, empty_hist, no_sectors, _empty_maps(shape) if with_maps else None)
     seed_label, nucleus, excluded, n_lab = found
-    if not nucleus.any():
-        return _empty_table(), _empty_maps(shape) if with_maps else None
 
-    # Per-nucleus area, centroid and elongation from the nucleus pixels only.
+    # Per-nucleus area, centroid, elongation and hematoxylin from the nucleus pixels only.
     nuc_idx = np.flatnonzero(nucleus)
     lab = seed_label.ravel()[nuc_idx]
     yf, xf = np.divmod(nuc_idx, width)
     xf, yf = xf.astype(np.float64), yf.astype(np.float64)
     area = np.bincount(lab, minlength=n_lab).astype(np.float64)
     area[0] = 0
+    h_sum = np.bincount(lab, weights=h_od.ravel()[nuc_idx], minlength=n_lab)
     with np.errstate(invalid="ignore", divide="ignore"):
         cx = np.bincount(lab, weights=xf, minlength=n_lab) / area
         cy = np.bincount(lab, weights=yf, minlength=n_lab) / area
+        h_mean = h_sum / area
         # Elongation from second moments: fibroblast and smooth-muscle nuclei are long and thin.
         sxx = np.bincount(lab, weights=xf * xf, minlength=n_lab) / area - cx * cx
         syy = np.bincount(lab, weights=yf * yf, minlength=n_lab) / area - cy * cy
@@ -279,41 +314,60 @@ def measure_cells(
     sec_max = np.full(n_lab * n_sec, -np.inf, dtype=np.float32)
     np.maximum.at(sec_max, key, dab_peak.ravel()[ring_idx])
     present = np.isfinite(sec_max).reshape(n_lab, n_sec)
-    signal = np.where(present, sec_max.reshape(n_lab, n_sec), 0.0)
     n_present = present.sum(axis=1)
+
+    # The background: the same line signal inside blue nuclei, away from their edges.
+    interior = cv2.erode((nucleus & ~excluded).astype(np.uint8), _disk(max(1, round(_INTERIOR_UM * px))))
+    hist = line_histogram(dab_peak[interior.astype(bool)])
+    if levels is None:
+        levels = resolve_thresholds(cfg, background_from_histogram(hist), "tile nuclei")
 
     keep = good & (n_present >= max(3, n_sec // 4))
     idx = np.nonzero(keep)[0]
-    sig, npres = signal[idx], n_present[idx].astype(np.float32)
-    membrane = sig.sum(axis=1) / npres
-    comp1 = (sig >= cfg.membrane_od_1plus).sum(axis=1) / npres
-    comp2 = (sig >= cfg.membrane_od_2plus).sum(axis=1) / npres
-    comp3 = (sig >= cfg.membrane_od_3plus).sum(axis=1) / npres
-    cls = np.zeros(len(idx), dtype=np.int8)
-    cls[comp1 >= cfg.partial_fraction] = 1
-    cls[comp2 >= cfg.complete_fraction] = 2
-    cls[comp3 >= cfg.complete_fraction] = 3
+    sig = sec_max.reshape(n_lab, n_sec)[idx]  # -inf where a sector has no ring pixel
+    npres = n_present[idx].astype(np.float32)
+    ordered = -np.sort(-sig, axis=1)  # strongest sector first; absent sectors last
+    partial = _quantile_signal(ordered, npres, cfg.partial_fraction)
+    complete = _quantile_signal(ordered, npres, cfg.complete_fraction)
+    finite = np.where(np.isfinite(sig), sig, 0.0)
+    membrane = finite.sum(axis=1) / npres
+    comp1 = (finite >= levels.od_1plus).sum(axis=1) / npres
     table = CellTable(
         x_px=cx[idx].astype(np.float32),
         y_px=cy[idx].astype(np.float32),
-        cell_class=cls,
+        cell_class=classify_cells(partial, complete, levels),
         membrane_od=membrane.astype(np.float32),
         completeness=comp1.astype(np.float32),
         nucleus_area_um2=(area[idx] / px2).astype(np.float32),
         elongation=elongation[idx].astype(np.float32),
+        nucleus_h_od=h_mean[idx].astype(np.float32),
+        membrane_partial_od=partial.astype(np.float32),
+        membrane_complete_od=complete.astype(np.float32),
     )
+    sectors = np.where(np.isfinite(ordered), ordered, np.nan).astype(np.float16)
     if not with_maps:
-        return table, None
+        return CellMeasurement(table, levels, hist, sectors)
     # Renumber kept cells 1..n for the maps.
     renum = np.zeros(n_lab, dtype=np.int32)
     renum[idx] = np.arange(1, len(idx) + 1, dtype=np.int32)
     ring_map = np.zeros(shape, dtype=np.int32)
     ring_map.ravel()[ring_idx] = renum[owner]
     stained = np.zeros(shape, dtype=bool)
-    stained.ravel()[ring_idx] = (line.ravel()[ring_idx] >= cfg.membrane_od_1plus) & keep[owner]
+    stained.ravel()[ring_idx] = (line.ravel()[ring_idx] >= levels.od_1plus) & keep[owner]
     nuc_map = np.zeros(shape, dtype=np.int32)
     nuc_map.ravel()[nuc_idx] = renum[lab]
-    return table, CellMaps(nucleus_label=nuc_map, ring_label=ring_map, stained=stained)
+    maps = CellMaps(nucleus_label=nuc_map, ring_label=ring_map, stained=stained)
+    return CellMeasurement(table, levels, hist, sectors, maps)
+
+
+def _quantile_signal(ordered: np.ndarray, n_present: np.ndarray, fraction: float) -> np.ndarray:
+    """Per cell, the signal that at least ``fraction`` of its present sectors reach.
+
+    ``(sectors >= t).sum() / n >= fraction`` holds exactly when this value is ``>= t``: the
+    k-th strongest sector with k = ceil(fraction * n).
+    """
+    k = np.clip(np.ceil(fraction * n_present - 1e-6).astype(np.int64), 1, ordered.shape[1])
+    return ordered[np.arange(len(k)), k - 1]
 
 
 def _empty_maps(shape: tuple[int, ...]) -> CellMaps:

@@ -9,8 +9,13 @@ How each default was chosen is in ``docs/dab-scorer.md``.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
 
 from wsi_her2.config import StageConfig, require, require_fraction, require_positive
+from wsi_her2.errors import ConfigError
+from wsi_her2.models.dab.gate_config import TumourGateConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +60,30 @@ class DabConfig(StageConfig):
         membrane_sigma_um: Gaussian smoothing of the DAB before the membrane is measured (about a
             membrane's width: keeps a 1-2 µm brown line, averages out pixel noise and JPEG artefacts).
         n_sectors: angular sectors of the ring; completeness is the fraction that is stained.
-        membrane_od_1plus: membrane line signal (the peak DAB OD of a thin brown line above the
-            DAB around it, per ring sector) from which a sector counts as stained: faint but
-            visible brown. Also the DAB OD above which a pixel counts in ``dab_area_fraction``.
-        membrane_od_2plus: line signal of weak-to-moderate staining.
-        membrane_od_3plus: line signal of intense staining.
+        membrane_od_1plus: contrast above the slide's background (see ``membrane_reference``) of
+            the membrane line signal (the peak DAB OD of a thin brown line above the DAB around
+            it, per ring sector) from which a sector counts as stained: faint, barely perceptible
+            brown. The level itself (background + contrast) is also the DAB OD above which a pixel
+            counts in ``dab_area_fraction``.
+        membrane_od_2plus: contrast above background of weak-to-moderate staining.
+        membrane_od_3plus: contrast above background of intense staining.
+        membrane_reference: "nuclei": the levels are the contrasts above the slide's own
+            unstained background, the line signal measured inside nuclei (where HER2 never is);
+            "absolute": above ``background_default_od`` on every slide.
+        background_default_od: the background used when it cannot be measured (too few nuclei)
+            or with ``membrane_reference = "absolute"``; that of the visible HER2-0 core.
+        background_max_od: a measured background above this is capped (strong staining spilling
+            into nuclei must not raise the levels until membranes vanish).
+        intensity_reference: "hematoxylin": nucleus and membrane thresholds are scaled by this
+            slide's counterstain level over ``reference_hematoxylin_od`` (a uniformly lighter or
+            darker slide keeps its classes; :mod:`~wsi_her2.models.dab.intensity`); "none": not.
+        reference_hematoxylin_od: the counterstain level (90th percentile of the tissue's
+            hematoxylin OD on the thumbnail) at which the thresholds apply as written: that of the
+            two visible cores (0.155 and 0.153).
+        intensity_factor_min: the scaling factor is kept at or above this.
+        intensity_factor_max: and at or below this (a counterstain far off the reference is more
+            likely a different protocol than a thicker section).
+        tumour_gate: the tumour-cell gate (:class:`~wsi_her2.models.dab.gate_config.TumourGateConfig`).
         complete_fraction: a membrane stained in at least this fraction of its sectors is
             "complete" (2+ and 3+ need it). Below 1 because a 2D section of a ring is never
             stained all round and because gastric criteria accept lateral/basolateral staining.
@@ -95,15 +119,35 @@ class DabConfig(StageConfig):
     membrane_max_width_um: float = 4.5
     membrane_sigma_um: float = 0.5
     n_sectors: int = 16
-    membrane_od_1plus: float = 0.08
-    membrane_od_2plus: float = 0.13
-    membrane_od_3plus: float = 0.30
+    membrane_od_1plus: float = 0.045
+    membrane_od_2plus: float = 0.115
+    membrane_od_3plus: float = 0.285
+    membrane_reference: str = "nuclei"
+    background_default_od: float = 0.015
+    background_max_od: float = 0.05
     complete_fraction: float = 0.5
     partial_fraction: float = 0.25
     min_3plus_focus: float = 0.02
     estimate_min_dab_fraction: float = 0.01
     estimate_max_angle_deg: float = 20.0
     estimate_min_separation_deg: float = 20.0
+    intensity_reference: str = "hematoxylin"
+    reference_hematoxylin_od: float = 0.154
+    intensity_factor_min: float = 0.7
+    intensity_factor_max: float = 1.4
+    tumour_gate: TumourGateConfig = dataclasses.field(default_factory=TumourGateConfig)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any] | None = None, **overrides: Any) -> DabConfig:  # type: ignore[override]
+        """As :meth:`StageConfig.from_dict`; a ``tumour_gate`` mapping (``[dab.tumour_gate]``) becomes its config."""
+        merged = dict(values or {})
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        gate = merged.get("tumour_gate")
+        if gate is not None and not isinstance(gate, TumourGateConfig):
+            if not isinstance(gate, Mapping):
+                raise ConfigError(f"dab.tumour_gate must be a table of settings, got {gate!r}")
+            merged["tumour_gate"] = TumourGateConfig.from_dict(gate)
+        return super().from_dict(merged)
 
     def __post_init__(self) -> None:
         for name in (
@@ -161,3 +205,29 @@ class DabConfig(StageConfig):
         )
         require(self.nucleus_max_elongation >= 1, "nucleus_max_elongation must be >= 1")
         require(self.estimate_max_angle_deg < 90, "estimate_max_angle_deg must be below 90")
+        require(
+            self.membrane_reference in ("nuclei", "absolute"),
+            f"membrane_reference must be 'nuclei' or 'absolute', got {self.membrane_reference!r}",
+        )
+        for name in ("background_default_od", "background_max_od"):
+            value = getattr(self, name)
+            require(
+                isinstance(value, (int, float)) and math.isfinite(value) and 0 <= value <= 0.5,
+                f"{name} must be a number between 0 and 0.5, got {value!r}",
+            )
+        require(
+            self.intensity_reference in ("hematoxylin", "none"),
+            f"intensity_reference must be 'hematoxylin' or 'none', got {self.intensity_reference!r}",
+        )
+        require_positive("reference_hematoxylin_od", self.reference_hematoxylin_od)
+        require_positive("intensity_factor_min", self.intensity_factor_min)
+        require_positive("intensity_factor_max", self.intensity_factor_max)
+        require(
+            self.intensity_factor_min <= 1.0 <= self.intensity_factor_max,
+            "intensity_factor_min must be <= 1 <= intensity_factor_max",
+            hint=f"got {self.intensity_factor_min} and {self.intensity_factor_max}",
+        )
+        require(
+            isinstance(self.tumour_gate, TumourGateConfig),
+            f"tumour_gate must be a TumourGateConfig, got {type(self.tumour_gate).__name__}",
+        )
