@@ -37,6 +37,10 @@ def evaluate(
     quadratic-weighted kappa, per-class figures and the confusion matrix. Writes into OUT:
       metrics.json, report.md, confusion_matrix.json, confusion_matrix.png, predictions.csv
     """
+    from wsi_her2.extras import require_matplotlib, require_torch
+
+    require_torch("`wsi-her2 evaluate` needs")
+    require_matplotlib("`wsi-her2 evaluate` (its confusion matrix) needs", extra="models")
     from wsi_her2.training.config import DataConfig
     from wsi_her2.training.evaluate import evaluate_checkpoint, write_evaluation
     from wsi_her2_cli.console import RichProgress, err_console, out_console, setup_logging

@@ -47,6 +47,10 @@ def train(
       train_config.json, split.csv, resume/   the settings, the split, the state for --resume
     """
     from wsi_her2.errors import ConfigError
+    from wsi_her2.extras import require_matplotlib, require_torch
+
+    require_torch("`wsi-her2 train` needs")
+    require_matplotlib("`wsi-her2 train` (its training curves) needs", extra="models")
     from wsi_her2.training.config import DataConfig, TrainConfig
     from wsi_her2.training.fit import run_training
     from wsi_her2.training.plan import prepare_training, saved_configs

@@ -13,8 +13,8 @@ import pytest
 
 from tests.batch.conftest import copy, fixture_or_none, place, stable_report, stable_rows, tree_files
 from wsi_her2.batch import MANIFEST, discover_slides, prepare_discovery, run_batch
-from wsi_her2.outputs.schema import SUMMARY_LEADING, SUMMARY_TRAILING
 from wsi_her2.config import LoaderConfig
+from wsi_her2.outputs.schema import SUMMARY_LEADING, SUMMARY_TRAILING
 from wsi_her2.settings import ScoreSettings
 
 SETTINGS = ScoreSettings(loader=LoaderConfig(workers=0))

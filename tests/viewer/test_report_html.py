@@ -160,7 +160,8 @@ def test_batch_rows_are_read_by_the_schema_and_empty_fields_come_from_the_report
     root = tmp_path / "b"
     make_score_folder(root / "one.svs", viewer_slide)
     rows = [
-        {"slide": "one.svs", "status": "done", "score": None, "class_fractions": {}, "seconds": 3.5, "output": "one.svs"},
+        {"slide": "one.svs", "status": "done", "score": None, "class_fractions": {}, "seconds": 3.5,
+         "output": "one.svs"},
         {"slide": "two.svs", "status": "skipped", "message": "not a slide", "output": "two.svs"},
     ]  # fmt: skip
     (root / "summary.json").write_text(json.dumps({"command": "batch", "slides": rows}))

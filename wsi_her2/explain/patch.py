@@ -32,6 +32,7 @@ from wsi_her2.explain.result import (
     gradcam_method,
     report_head,
 )
+from wsi_her2.extras import require_matplotlib, require_torch
 from wsi_her2.models import EVIDENCE, explanation_of, tile_geometry
 from wsi_her2.outputs.atomic import ensure_dir, write_bytes, write_json
 from wsi_her2.outputs.images import write_image
@@ -155,11 +156,13 @@ def explain_patch(
         MppError: the DAB scorer needs the patch's µm/px.
         DeviceError: the device is unavailable.
     """
+    require_matplotlib("the figures of `wsi-her2 explain` need")
     if explanation_of(model) == EVIDENCE:
         from wsi_her2.explain.dab import check_dab_class
 
         check_dab_class(target)
         return _explain_dab_patch(image, out_dir, mpp=mpp, backend=backend, target=target)
+    require_torch("Grad-CAM of a trained model needs")
     from wsi_her2.explain.gradcam import load_explainer, normalise
 
     explainer = explainer or load_explainer(str(model), device)

@@ -36,6 +36,7 @@ from wsi_her2.explain.result import (
     report_head,
 )
 from wsi_her2.explain.scores import RankedTile, ScoreFolder, check_model, check_slide, read_score_folder, top_tiles
+from wsi_her2.extras import require_matplotlib, require_torch
 from wsi_her2.models import EVIDENCE, explanation_of
 from wsi_her2.outputs.atomic import ensure_dir, write_json
 from wsi_her2.outputs.images import write_image
@@ -98,6 +99,7 @@ def explain_slide(
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if cam_cells < 1:
         raise ConfigError(f"--cam-cells must be at least 1, got {cam_cells}")
+    require_matplotlib("the figures of `wsi-her2 explain` need")
     evidence = explanation_of(model) == EVIDENCE  # the DAB scorer's own evidence, not Grad-CAM
     if evidence:
         from wsi_her2.explain.dab import check_dab_class, scorer_identity
@@ -109,6 +111,7 @@ def explain_slide(
                 hint="its per-tile measurements are already channels of heatmap.zarr in the score folder",
             )
     else:
+        require_torch("Grad-CAM of a trained model needs")
         from wsi_her2.explain.gradcam import load_explainer
 
         explainer = explainer or load_explainer(str(model), device, batch_size=batch_size)

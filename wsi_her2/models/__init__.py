@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from wsi_her2.errors import ModelError
+from wsi_her2.extras import require_torch
 from wsi_her2.models.base import EVIDENCE, GRADCAM
 
 if TYPE_CHECKING:
@@ -41,13 +41,7 @@ def load_scorer(model: str | Path = DEFAULT_MODEL, *, inference: Any = None, dab
     from wsi_her2.models.card import resolve_checkpoint
 
     resolve_checkpoint(model)  # a missing checkpoint is exit 3 on every install, with or without torch
-    try:
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise ModelError(
-            "trained models need PyTorch, which is not installed",
-            hint="pip install 'wsi-her2[models]' (the DAB scorer, --model dab, needs no PyTorch)",
-        ) from exc
+    require_torch("trained models need")
     from wsi_her2.config import InferenceConfig
     from wsi_her2.models.deep import DeepScorer
 
