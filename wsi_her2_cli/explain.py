@@ -89,38 +89,17 @@ def explain(
         from wsi_her2.tiling.loader import worker_count
 
         workers = worker_count(None)
-    progress = _LazyProgress(RichProgress(enabled=not quiet and not as_json))
-    try:
+    with RichProgress(enabled=not quiet and not as_json) as progress:
         result = run_explain(
             checkpoint, image, out_dir, mode=mode, scores=scores_dir, target=target, mpp=mpp, backend=backend,
             device=device, progress=progress, top_k=top_k, cam_heatmap=cam_heatmap, cam_cells=cam_cells,
             settings=settings, batch_size=batch_size, workers=workers,
         )  # fmt: skip
-    finally:
-        progress.close()
     if as_json:
         click.echo((result.out_dir / "explanation.json").read_text(encoding="utf-8"), nl=False)
     elif not quiet:
         _print_summary(result, err_console)
     return 0
-
-
-class _LazyProgress:
-    """Draws bars from the first progress event on: errors before it stay a single line."""
-
-    def __init__(self, bars: Any) -> None:
-        self.bars = bars
-        self.started = False
-
-    def __call__(self, event: Any) -> None:
-        if not self.started:
-            self.bars.__enter__()
-            self.started = True
-        self.bars(event)
-
-    def close(self) -> None:
-        if self.started:
-            self.bars.__exit__(None, None, None)
 
 
 def _print_summary(result: object, console: object) -> None:
