@@ -88,11 +88,11 @@ def check_model(folder: ScoreFolder, identity: dict[str, Any]) -> None:
     Raises:
         ModelError: another kind of model, other weights, or other classes.
     """
-    from wsi_her2.models import describe_identity
+    from wsi_her2.models import describe_identity, same_kind
 
     theirs = folder.model
     hint = "explain with the model that scored the folder, or leave out --scores to score again"
-    if theirs.get("kind") != identity.get("kind"):
+    if not same_kind(theirs, identity):
         raise ModelError(
             f"{folder.path} was scored by {describe_identity(theirs)}, not by "
             f"{describe_identity(identity, definite=False)} given here",

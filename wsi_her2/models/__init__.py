@@ -87,6 +87,11 @@ def tile_geometry(model: str | Path) -> tuple[int, float | None]:
     return card.tile_size_px, card.tile_mpp
 
 
+def same_kind(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """True when two scorer identities are of the same kind of scorer (both DAB, or both trained)."""
+    return a.get("kind") == b.get("kind")
+
+
 def describe_identity(identity: dict[str, Any], *, definite: bool = True) -> str:
     """A scorer identity in words, for messages: "the DAB scorer", "the trained model 'x'"."""
     from wsi_her2.models.dab.scorer import KIND
@@ -107,5 +112,6 @@ __all__ = [
     "explanation_of",
     "load_scorer",
     "model_fingerprint",
+    "same_kind",
     "tile_geometry",
 ]
