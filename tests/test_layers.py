@@ -104,9 +104,10 @@ def _kind_check(node: ast.Compare) -> bool:
             and operand.slice.value == "kind"
         ):
             return True
-        if (isinstance(operand, ast.Call) and isinstance(operand.func, ast.Attribute) and operand.func.attr == "get"
-                and operand.args and isinstance(operand.args[0], ast.Constant) and operand.args[0].value == "kind"):  # fmt: skip
-            return True
+        if isinstance(operand, ast.Call) and isinstance(operand.func, ast.Attribute) and operand.func.attr == "get":
+            first = operand.args[0] if operand.args else None
+            if isinstance(first, ast.Constant) and first.value == "kind":
+                return True
     return False
 
 

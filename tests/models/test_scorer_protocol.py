@@ -112,7 +112,7 @@ def test_declared_columns_channels_and_files_are_written(scored: tuple[Any, Path
     from wsi_her2.outputs.heatmap import read_heatmap
     from wsi_her2.outputs.tile_table import read_csv_columns
 
-    result, out, scorer = scored
+    _, out, scorer = scored
     table = read_csv_columns(out / "tiles.csv")
     assert list(table)[-2:] == ["dab_area_fraction", "cells_rank"]
     ranks = [float(v) for v, s in zip(table["cells_rank"], table["scored"], strict=True) if s == "true"]
