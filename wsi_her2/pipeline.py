@@ -24,7 +24,7 @@ from wsi_her2.outputs.scoring import write_score_outputs
 from wsi_her2.outputs.tile_images import TileImageWriter
 from wsi_her2.outputs.tiling import write_tiling_outputs
 from wsi_her2.progress import ProgressCallback, ProgressEvent, report
-from wsi_her2.results import PreparedSlide, SlideResult, TilingResult, slide_summary
+from wsi_her2.results import PreparedSlide, SlideResult, TilingResult
 from wsi_her2.roi import load_roi, rasterize
 from wsi_her2.settings import ScoreSettings, TileSettings
 from wsi_her2.slide import open_slide, read_thumbnail, require_mpp
@@ -37,19 +37,6 @@ OVERVIEW_SIDE_PX = 2048
 DROP_BACKGROUND = "background"
 DROP_BLUR = "blur"
 NO_RESULT = "no result"
-
-__all__ = [
-    "PreparedSlide",
-    "SlideResult",
-    "TilingResult",
-    "drop_reasons",
-    "prepare_slide",
-    "run_score",
-    "run_tile",
-    "score_slide",
-    "slide_summary",
-    "tile_slide",
-]
 
 
 def prepare_slide(

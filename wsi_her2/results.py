@@ -66,11 +66,6 @@ class PreparedSlide:
         }
 
 
-def slide_summary(prepared: PreparedSlide) -> dict[str, Any]:
-    """JSON-ready facts about the slide as used (see :meth:`PreparedSlide.summary`)."""
-    return prepared.summary()
-
-
 @dataclass
 class TilingResult:
     """What ``wsi-her2 tile`` found and kept.
