@@ -283,18 +283,26 @@ def _default_workers(sections: dict[str, dict[str, Any]], workers: int | None = 
     loader.setdefault("workers", worker_count(None))
 
 
-def score_settings(command: str, params: Mapping[str, Any], *, workers: int | None = None, **top: Any) -> Any:
+def score_settings(
+    command: str,
+    params: Mapping[str, Any],
+    *,
+    workers: int | None = None,
+    table: tuple[Option, ...] = OPTIONS,
+    **top: Any,
+) -> Any:
     """The :class:`~wsi_her2.settings.ScoreSettings` of a command's options over its config file.
 
     Args:
         command: "score", "batch" or "explain".
         params: the command's parameter values.
         workers: loader workers instead of the option's (batch shares the cores).
+        table: the option table.
         top: top-level settings the command sets itself (e.g. ``model`` from an argument).
     """
     from wsi_her2.settings import ScoreSettings
 
-    sections, given = settings_sections(command, params)
+    sections, given = settings_sections(command, params, table)
     _default_workers(sections, workers)
     return ScoreSettings.from_sections(sections, **{**given, **top})
 
