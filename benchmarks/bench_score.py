@@ -146,11 +146,8 @@ def main() -> None:
         import wsi_her2.pipeline as pipeline_module
 
         pipeline_module.build_tile_grid = bench_grid
-        kwargs = dict(
-            grid=settings.grid, grid_user_set=settings.grid_user_set, loader=settings.loader, check_stain=False
-        )
-        score_slide(slide, scorer, **kwargs)  # warm: model, compile, worker processes
-        result = score_slide(slide, scorer, **kwargs)
+        score_slide(slide, scorer, settings)  # warm: model, compile, worker processes
+        result = score_slide(slide, scorer, settings)
         timings = result.timings_s
         n = len(result.slide.grid)
         e2e = timings["tiles_per_s"]

@@ -25,6 +25,7 @@ def main() -> None:
     from wsi_her2.models.loading import save_checkpoint
     from wsi_her2.models.registry import create_model
     from wsi_her2.pipeline import score_slide
+    from wsi_her2.settings import ScoreSettings
 
     if not torch.cuda.is_available():
         print("no CUDA GPU: nothing to check")
@@ -37,10 +38,9 @@ def main() -> None:
         results = {}
         for device in ("cpu", "cuda"):
             scorer = load_scorer(str(ckpt), inference=InferenceConfig(device=device, batch_size=64))
-            results[device] = score_slide(
-                slide, scorer, grid=GridConfig(tile_size_px=1024), grid_user_set=frozenset({"tile_size_px"}),
-                loader=LoaderConfig(workers=8), check_stain=False,
-            )  # fmt: skip
+            settings = ScoreSettings(grid=GridConfig(tile_size_px=1024), grid_user_set=frozenset({"tile_size_px"}),
+                                     loader=LoaderConfig(workers=8), check_stain=False)  # fmt: skip
+            results[device] = score_slide(slide, scorer, settings)
             print(device, scorer.runtime())
             scorer.close()
     cpu, gpu = results["cpu"], results["cuda"]

@@ -1,7 +1,14 @@
-"""Shared test fixtures: the real data in ../shared/fixtures and synthetic slides made here."""
+"""Shared test fixtures: the real data in ../shared/fixtures and synthetic slides made here.
+
+Tests that need the models extra (PyTorch, timm, grad-cam) say so once: a test with
+``@pytest.mark.models``, a module that imports torch with ``require_models()`` at its top. On the
+default install (``pip install .``, as the second CI configuration runs) they skip with the
+reason below; nothing else in the suite checks for torch.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +16,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT.parent / "shared" / "fixtures"
+MODELS_EXTRA = ("torch", "torchvision", "timm", "safetensors", "pytorch_grad_cam")
+MISSING_MODELS = tuple(name for name in MODELS_EXTRA if importlib.util.find_spec(name) is None)
+MODELS_REASON = f"needs the models extra (pip install 'wsi-her2[models]'): {', '.join(MISSING_MODELS)} not installed"
+
+
+def require_models() -> None:
+    """Skip the calling test module (at collection) when the models extra is not installed."""
+    if MISSING_MODELS:
+        pytest.skip(MODELS_REASON, allow_module_level=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``models`` skip, with the reason, when the models extra is not installed."""
+    if MISSING_MODELS:
+        skip = pytest.mark.skip(reason=MODELS_REASON)
+        for item in items:
+            if item.get_closest_marker("models") is not None:
+                item.add_marker(skip)
 
 
 def fixture_path(*parts: str) -> Path:

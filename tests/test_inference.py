@@ -5,7 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import require_models
+
+require_models()
+import torch  # noqa: E402
 
 from wsi_her2.config import InferenceConfig  # noqa: E402
 from wsi_her2.errors import ConfigError, DeviceError  # noqa: E402

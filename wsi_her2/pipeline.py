@@ -1,25 +1,34 @@
-"""The pipeline: slide reader -> tissue mask -> tile grid -> tile loader -> (model) -> outputs.
+"""The pipeline: slide reader -> tissue mask -> tile grid -> tile loader -> (model) -> aggregator -> writers.
 
-These functions only compose the stages; each stage lives in its own module.
+These functions only compose the stages; each stage lives in its own module, and the results
+they make are in :mod:`wsi_her2.results`. :func:`run_score` and :func:`run_tile` are what the
+``score``, ``batch`` and ``tile`` commands call: they take the command's settings whole.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from shapely.geometry import MultiPolygon
 
+from wsi_her2.aggregate import TilePredictions, aggregate_slide
 from wsi_her2.config import GridConfig, LoaderConfig, TissueConfig
 from wsi_her2.errors import NoTissueError
+from wsi_her2.models import load_scorer
+from wsi_her2.models.base import PendingResult, SlideTiles, TileScorer
+from wsi_her2.outputs.scoring import write_score_outputs
+from wsi_her2.outputs.tile_images import TileImageWriter
+from wsi_her2.outputs.tiling import write_tiling_outputs
 from wsi_her2.progress import ProgressCallback, ProgressEvent, report
-from wsi_her2.roi import rasterize
-from wsi_her2.slide import SlideInfo, SlideReader, open_slide, read_thumbnail, require_mpp
-from wsi_her2.tiling.grid import TileGrid, build_tile_grid
+from wsi_her2.results import PreparedSlide, SlideResult, TilingResult
+from wsi_her2.roi import load_roi, rasterize
+from wsi_her2.settings import ScoreSettings, TileSettings
+from wsi_her2.slide import open_slide, read_thumbnail, require_mpp
+from wsi_her2.tiling.grid import build_tile_grid
 from wsi_her2.tiling.loader import SlideSource, TileBatch, iter_tile_batches
 from wsi_her2.tissue import TissueMask, detect_tissue
 
@@ -27,38 +36,7 @@ from wsi_her2.tissue import TissueMask, detect_tissue
 OVERVIEW_SIDE_PX = 2048
 DROP_BACKGROUND = "background"
 DROP_BLUR = "blur"
-
-
-@dataclass
-class PreparedSlide:
-    """A slide opened and laid out: what every command needs before it reads tiles.
-
-    Attributes:
-        source: how workers reopen the slide.
-        reader: the open reader (the caller closes it).
-        info: the slide's facts.
-        mask: the tissue mask.
-        grid: tiles on tissue (inside the ROI when one is given).
-        roi: the regions of interest, level-0 pixels, or None.
-        roi_area_um2: area of the regions of interest in µm², or None.
-        scored_area_um2: tissue area inside the regions (or all tissue), µm².
-        timings_s: seconds per step.
-        overview: (RGB, level-0 px per pixel x, y): the whole slide at most 2048 px wide, for pictures.
-        no_tissue: why there is nothing to score, when the grid is empty.
-    """
-
-    source: SlideSource
-    reader: SlideReader
-    info: SlideInfo
-    mask: TissueMask
-    grid: TileGrid
-    roi: MultiPolygon | None = None
-    roi_area_um2: float | None = None
-    scored_area_um2: float | None = None
-    timings_s: dict[str, float] = field(default_factory=dict)
-    overview: tuple[np.ndarray, float, float] | None = None
-    no_tissue: str | None = None
-    no_tissue_hint: str | None = None
+NO_RESULT = "no result"
 
 
 def prepare_slide(
@@ -149,32 +127,6 @@ def _emptiness(
     return None
 
 
-@dataclass
-class TilingResult:
-    """What ``wsi-her2 tile`` found and kept.
-
-    Attributes:
-        slide: the prepared slide (grid = tiles that passed the mask threshold).
-        kept: per grid tile, True when it also passed the pixel-level check.
-        pixel_tissue_fraction: per grid tile, fraction of tissue pixels.
-        blur_score: per grid tile, variance of the Laplacian (see the loader).
-        drop_reason: per grid tile, "" when kept, else "background" or "blur".
-        loader: the loader settings used.
-    """
-
-    slide: PreparedSlide
-    kept: np.ndarray
-    pixel_tissue_fraction: np.ndarray
-    blur_score: np.ndarray
-    drop_reason: list[str]
-    loader: LoaderConfig
-
-    @property
-    def kept_grid(self) -> TileGrid:
-        """The tiles kept after both checks."""
-        return self.slide.grid.subset(self.kept)
-
-
 def drop_reasons(batch: TileBatch, loader: LoaderConfig) -> list[str]:
     """Why each tile of a batch was dropped ("" for kept tiles)."""
     reasons = []
@@ -226,183 +178,149 @@ def tile_slide(
     return TilingResult(prepared, kept, fractions, blur, reasons, loader)
 
 
-def slide_summary(prepared: PreparedSlide) -> dict[str, Any]:
-    """JSON-ready facts about the slide as used: file, size, levels, µm/px and where it came from."""
-    info = prepared.info
-    return {
-        **info.to_dict(),
-        "path_resolved": str(Path(info.path).resolve()),
-        "mpp_used": info.mpp,
-        "roi_area_um2": prepared.roi_area_um2,
-        "scored_tissue_area_um2": prepared.scored_area_um2,
-    }
+def run_tile(
+    slide: str | Path,
+    out_dir: str | Path,
+    settings: TileSettings | None = None,
+    *,
+    mpp: float | None = None,
+    roi_path: str | Path | None = None,
+    save_dir: str | Path | None = None,
+    save_format: str = "png",
+    progress: ProgressCallback | None = None,
+) -> TilingResult:
+    """Tile one slide and write its outputs folder (``manifest.json`` last): what ``wsi-her2 tile`` does.
 
+    Args:
+        slide: the slide file.
+        out_dir: its output folder.
+        settings: how to tile.
+        mpp: µm/px override.
+        roi_path: regions of interest (GeoJSON) restricting the grid.
+        save_dir: also write the kept tiles as images into this folder (with a ``tiles.csv`` index).
+        save_format: "png" or "jpg" for the saved tiles.
+        progress: progress callback.
 
-@dataclass
-class SlideResult:
-    """Everything ``wsi-her2 score`` learned about one slide.
-
-    Attributes:
-        slide: the prepared slide (reader closed).
-        status: "done", or "no_tissue" when there was nothing to score.
-        predictions: per-tile results over the grid (None without tissue).
-        score: the slide-level result (None without tissue).
-        model: the scorer's identity (name, kind, classes, stain, weight hash).
-        model_card: the full card (or the DAB scorer's settings).
-        model_facts: what the scorer found preparing the slide (stain check, stain vectors).
-        runtime: device and precision used.
-        timings_s: seconds per stage, and rates.
-        config: the resolved configuration of every stage.
-        files: the outputs written, by role (once written).
+    Raises:
+        MppError, SlideReadError, InputNotFoundError, NoTissueError: as for :func:`prepare_slide`.
     """
-
-    slide: PreparedSlide
-    status: str
-    predictions: Any
-    score: Any
-    model: dict[str, Any]
-    model_card: dict[str, Any]
-    model_facts: dict[str, Any]
-    runtime: dict[str, Any]
-    timings_s: dict[str, float]
-    config: dict[str, Any]
-    files: dict[str, Path] = field(default_factory=dict)
+    settings = settings or TileSettings()
+    loader = settings.loader.replace(return_images=save_dir is not None)
+    roi = load_roi(roi_path) if roi_path else None
+    prepared = prepare_slide(
+        slide, mpp=mpp, backend=settings.backend, tissue=settings.tissue, grid=settings.grid, roi=roi,
+        progress=progress,
+    )  # fmt: skip
+    try:
+        writer = None
+        if save_dir is not None:
+            writer = TileImageWriter(save_dir, Path(slide).name.split(".")[0], prepared.grid, f".{save_format}")
+        result = tile_slide(prepared, loader, on_batch=writer, progress=progress)
+    finally:
+        prepared.reader.close()
+    if writer is not None:
+        writer.finish()
+    result.config = {**settings.report_config(loader=loader), "roi": str(roi_path) if roi_path else None}
+    result.files = write_tiling_outputs(result, out_dir, result.config)
+    return result
 
 
 def score_slide(
     path: str | Path,
-    scorer: Any,
+    scorer: TileScorer,
+    settings: ScoreSettings | None = None,
     *,
     mpp: float | None = None,
-    backend: str = "auto",
-    tissue: TissueConfig | None = None,
-    grid: GridConfig | None = None,
-    grid_user_set: frozenset[str] = frozenset(),
-    loader: LoaderConfig | None = None,
-    aggregate: Any = None,
     roi: MultiPolygon | None = None,
-    check_stain: bool = True,
     progress: ProgressCallback | None = None,
 ) -> SlideResult:
-    """Score one slide: tissue, grid, tiles through the model, slide-level rules.
+    """Score one slide: tissue, grid, tiles through the model, the model's finish, slide-level rules.
 
     Args:
         path: the slide.
         scorer: a :class:`~wsi_her2.models.base.TileScorer` (DAB scorer or trained classifier).
+        settings: how to score; the model's tile geometry replaces the grid fields the user did not set
+            (``settings.grid_user_set``), and the model sets the loader's output size and batch size.
         mpp: µm/px override.
-        backend: slide reader to force.
-        tissue: tissue detection settings.
-        grid: tile grid settings; the model's tile geometry replaces the fields not in ``grid_user_set``.
-        grid_user_set: grid fields the user set explicitly.
-        loader: loader settings (output size and image return are set from the model).
-        aggregate: :class:`~wsi_her2.aggregate.AggregateConfig`.
         roi: regions of interest restricting scoring.
-        check_stain: refuse slides whose stain is not the model's.
         progress: progress callback.
 
     Raises:
-        StainMismatchError: the slide's stain is not the model's (unless ``check_stain`` is False).
+        StainMismatchError: the slide's stain is not the model's (unless ``settings.check_stain`` is False).
         MppError, SlideReadError, InputNotFoundError: as for :func:`prepare_slide`.
     """
-    from wsi_her2.aggregate import AggregateConfig, aggregate_slide
-
-    aggregate = aggregate or AggregateConfig()
-    grid_cfg = scorer.grid_config(grid or GridConfig(), grid_user_set)
+    settings = settings or ScoreSettings()
+    grid_cfg = scorer.grid_config(settings.grid, settings.grid_user_set)
     prepared = prepare_slide(
-        path,
-        mpp=mpp,
-        backend=backend,
-        tissue=tissue,
-        grid=grid_cfg,
-        roi=roi,
-        progress=progress,
+        path, mpp=mpp, backend=settings.backend, tissue=settings.tissue, grid=grid_cfg, roi=roi, progress=progress,
         allow_empty=True,
-    )
-    loader = loader or LoaderConfig()
-    config = {
-        "tissue": (tissue or TissueConfig()).to_dict(),
-        "grid": grid_cfg.to_dict(),
-        "loader": loader.to_dict(),
-        "aggregate": aggregate.to_dict(),
-        "check_stain": check_stain,
-    }
+    )  # fmt: skip
+    loader = settings.loader
+    outputs = scorer.outputs()
     try:
         if prepared.no_tissue is not None:
-            return SlideResult(
-                prepared,
-                "no_tissue",
-                None,
-                None,
-                scorer.identity(),
-                scorer.card(),
-                {},
-                {},
-                prepared.timings_s,
-                config,
-            )
+            config = settings.report_config(grid=grid_cfg)
+            return SlideResult(prepared, "no_tissue", None, None, scorer.identity(), scorer.card(), {}, {},
+                               prepared.timings_s, config, outputs)  # fmt: skip
         t0 = time.perf_counter()
-        facts = scorer.prepare(prepared, check_stain=check_stain)
+        facts = scorer.prepare(prepared, check_stain=settings.check_stain)
         prepared.timings_s["model_prepare_s"] = time.perf_counter() - t0
-        size = scorer.output_size_px(prepared)
         loader = loader.replace(
-            output_size_px=size,
-            return_images=scorer.kind != "dab",
-            batch_size=getattr(scorer, "batch_size", loader.batch_size),
+            output_size_px=scorer.output_size_px(prepared),
+            return_images=scorer.needs_pixels,
+            batch_size=scorer.batch_size or loader.batch_size,
         )
-        config["loader"] = loader.to_dict()
-        predictions = _run_model(prepared, scorer, loader, progress)
-        score = aggregate_slide(predictions, aggregate, label_granularity=scorer.label_granularity)
+        tiles, reasons = _run_model(prepared, scorer, loader, progress)
+        finish = scorer.finish(tiles, prepared)
+        predictions = _predictions(prepared, scorer, tiles, finish.probabilities, finish.measurements, reasons)
+        score = aggregate_slide(predictions, settings.aggregate, label_granularity=scorer.label_granularity)
     finally:
         prepared.reader.close()
-    runtime = scorer.runtime() if hasattr(scorer, "runtime") else {"device": "cpu"}
     return SlideResult(
-        prepared,
-        "done",
-        predictions,
-        score,
-        scorer.identity(),
-        scorer.card(),
-        facts,
-        runtime,
-        prepared.timings_s,
-        config,
-    )
+        prepared, "done", predictions, score, scorer.identity(), scorer.card(), facts, scorer.runtime(),
+        prepared.timings_s, settings.report_config(grid=grid_cfg, loader=loader), outputs, finish.summary,
+        finish.tables,
+    )  # fmt: skip
 
 
-def _run_model(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, progress: ProgressCallback | None) -> Any:
-    """Stream the tiles through the model; results are collected one batch late (overlap)."""
-    from collections import deque
+def _run_model(
+    prepared: PreparedSlide, scorer: TileScorer, loader: LoaderConfig, progress: ProgressCallback | None
+) -> tuple[SlideTiles, np.ndarray]:
+    """Stream the tiles through the model; results are collected one batch late (overlap).
 
-    from wsi_her2.aggregate import TilePredictions
-
+    Returns:
+        Every tile's result over the grid, and per tile why it was dropped ("" when kept).
+    """
     grid = prepared.grid
     n, n_classes = len(grid), len(scorer.classes)
     probabilities = np.full((n, n_classes), np.nan, np.float32)
     measurements: dict[str, np.ndarray] = {}
+    tile_arrays: dict[str, list[np.ndarray | None]] = {}
     reasons = np.full(n, "", dtype=object)
+    kept = np.zeros(n, bool)
     pixel_fraction = np.zeros(n, np.float32)
     blur = np.zeros(n, np.float32)
-    pending: deque[tuple[np.ndarray, Any]] = deque()
+    pending: deque[tuple[np.ndarray, PendingResult]] = deque()
     waited = 0.0
     done = 0
 
-    def collect(rows: np.ndarray, handle: Any) -> None:
+    def collect(rows: np.ndarray, handle: PendingResult) -> None:
         result = handle.result()
         probabilities[rows] = result.probabilities
         for key, values in result.measurements.items():
             measurements.setdefault(key, np.full(n, np.nan))[rows] = values
+        for key, arrays in result.tile_arrays.items():
+            column = tile_arrays.setdefault(key, [None] * n)
+            for row, array in zip(rows, arrays, strict=True):
+                column[int(row)] = array
 
     tile_function = scorer.tile_function(prepared, loader.output_size_px)
     report(progress, ProgressEvent("score", 0, n, "tiles", "scoring tiles"))
     t0 = time.perf_counter()
     batches = iter_tile_batches(
-        prepared.source,
-        grid,
-        loader,
-        thresholds=prepared.mask.thresholds,
-        tile_function=tile_function,
+        prepared.source, grid, loader, thresholds=prepared.mask.thresholds, tile_function=tile_function,
         roi=prepared.roi,
-    )
+    )  # fmt: skip
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)
@@ -410,6 +328,7 @@ def _run_model(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, progr
         if batch is None:
             break
         reasons[batch.indices] = drop_reasons(batch, loader)
+        kept[batch.indices] = batch.kept
         pixel_fraction[batch.indices] = batch.pixel_tissue_fraction
         blur[batch.indices] = batch.blur_score
         pending.append((batch.indices[batch.kept], scorer.submit(batch)))
@@ -420,8 +339,6 @@ def _run_model(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, progr
     while pending:
         collect(*pending.popleft())
     elapsed = time.perf_counter() - t0
-    scored = ~np.isnan(probabilities).any(axis=1) & (reasons == "")
-    reasons[(reasons == "") & ~scored] = "no result"  # e.g. the DAB scorer found no cells
     prepared.timings_s.update(
         {
             "tiles_and_model_s": elapsed,
@@ -431,12 +348,70 @@ def _run_model(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, progr
     )
     measurements["pixel_tissue_fraction"] = pixel_fraction
     measurements["blur_score"] = blur
+    return SlideTiles(probabilities, measurements, tile_arrays, kept), reasons
+
+
+def _predictions(
+    prepared: PreparedSlide,
+    scorer: TileScorer,
+    tiles: SlideTiles,
+    probabilities: np.ndarray,
+    measurements: dict[str, np.ndarray],
+    reasons: np.ndarray,
+) -> TilePredictions:
+    """The per-tile results the aggregator and the writers take: a tile is scored when it has a result."""
+    scored = ~np.isnan(probabilities).any(axis=1) & (reasons == "")
+    reasons = reasons.copy()
+    reasons[(reasons == "") & ~scored] = NO_RESULT  # e.g. the DAB scorer found no cells
+    measurements = {**measurements}
+    for key in ("pixel_tissue_fraction", "blur_score"):  # the loader's, whatever the scorer returned
+        measurements[key] = tiles.measurements[key]
     return TilePredictions(
         classes=tuple(scorer.classes),
         scored=scored,
         probabilities=probabilities,
         predicted=np.where(scored, np.argmax(np.nan_to_num(probabilities, nan=-1.0), axis=1), -1),
-        weights=grid.tissue_fraction.astype(np.float64),
+        weights=prepared.grid.tissue_fraction.astype(np.float64),
         measurements=measurements,
         drop_reason=reasons.astype(str),
     )
+
+
+def run_score(
+    slide: str | Path,
+    out_dir: str | Path,
+    settings: ScoreSettings | None = None,
+    *,
+    mpp: float | None = None,
+    roi_path: str | Path | None = None,
+    scorer: TileScorer | None = None,
+    progress: ProgressCallback | None = None,
+) -> SlideResult:
+    """Score one slide and write its outputs folder (``report.json`` last): what ``wsi-her2 score`` does.
+
+    Args:
+        slide: the slide file.
+        out_dir: its output folder.
+        settings: how to score.
+        mpp: µm/px override for this slide.
+        roi_path: regions of interest (GeoJSON) for this slide.
+        scorer: an already loaded scorer (batch workers load the model once); None loads it.
+        progress: progress callback.
+
+    Returns:
+        The :class:`~wsi_her2.results.SlideResult` (status "done" or "no_tissue").
+    """
+    settings = settings or ScoreSettings()
+    own = scorer is None
+    if scorer is None:
+        scorer = load_scorer(settings.model, inference=settings.inference, dab=settings.dab)
+    try:
+        roi = load_roi(roi_path) if roi_path else None
+        result = score_slide(slide, scorer, settings, mpp=mpp, roi=roi, progress=progress)
+    finally:
+        if own:
+            scorer.close()
+    result.config.update({"model": settings.model, "roi": str(roi_path) if roi_path else None,
+                          "settings_fingerprint": settings.fingerprint()})  # fmt: skip
+    result.files = write_score_outputs(result, out_dir)
+    return result

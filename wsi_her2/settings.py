@@ -1,8 +1,11 @@
-"""Everything that decides how a slide is scored, in one frozen, picklable object.
+"""Everything that decides how a slide is tiled or scored, in one frozen, picklable object per command.
 
-``wsi-her2 score`` and ``wsi-her2 batch`` build a :class:`ScoreSettings` from options and config
-files; batch workers (local processes or Dask) receive it whole. Its fingerprint goes into every
-resume manifest, so a changed setting means the slide is scored again.
+A command builds its settings once, from its options and a config file (the option table in
+``wsi_her2_cli/options.py``); the library takes them whole (:func:`wsi_her2.pipeline.run_score`,
+:func:`wsi_her2.pipeline.run_tile`), batch workers (local processes or Dask) receive them whole,
+and every report's resolved configuration comes from them. The fingerprint of
+:class:`ScoreSettings` goes into every resume manifest, so a changed setting means the slide is
+scored again.
 """
 
 from __future__ import annotations
@@ -11,15 +14,68 @@ import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from wsi_her2.aggregate import AggregateConfig
 from wsi_her2.config import GridConfig, InferenceConfig, LoaderConfig, TissueConfig
 from wsi_her2.models.dab.config import DabConfig
-from wsi_her2.progress import ProgressCallback
 
 SECTIONS = ("tissue", "grid", "loader", "aggregate", "inference", "dab")
+TILE_SECTIONS = ("tissue", "grid", "loader")
+
+
+def _check_sections(sections: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    from wsi_her2.errors import ConfigError
+
+    unknown = sorted(set(sections) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(unknown)}", hint=f"valid: {', '.join(valid)}")
+
+
+def _given(section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The values given (None = an option not given)."""
+    return {k: v for k, v in (section or {}).items() if v is not None}
+
+
+@dataclasses.dataclass(frozen=True)
+class TileSettings:
+    """How to tile a slide (``wsi-her2 tile``).
+
+    Attributes:
+        tissue: tissue detection.
+        grid: tile grid.
+        loader: tile loader (output size, workers, pixel check).
+        backend: slide reader to force, or "auto".
+    """
+
+    tissue: TissueConfig = dataclasses.field(default_factory=TissueConfig)
+    grid: GridConfig = dataclasses.field(default_factory=GridConfig)
+    loader: LoaderConfig = dataclasses.field(default_factory=LoaderConfig)
+    backend: str = "auto"
+
+    @classmethod
+    def from_sections(cls, sections: Mapping[str, Mapping[str, Any]], *, backend: str = "auto") -> TileSettings:
+        """Build from config sections (file sections merged with options; None values = not given).
+
+        Sections of other commands (a config file shared with ``score``) are not read.
+
+        Raises:
+            ConfigError: an unknown key or invalid value.
+        """
+        return cls(
+            tissue=TissueConfig.from_dict(sections.get("tissue")),
+            grid=GridConfig.from_dict(_given(sections.get("grid"))),
+            loader=LoaderConfig.from_dict(sections.get("loader")),
+            backend=backend,
+        )
+
+    def report_config(self, *, loader: LoaderConfig | None = None) -> dict[str, Any]:
+        """The resolved configuration a tiling manifest records (``loader``: as the run adjusted it)."""
+        return {
+            "tissue": self.tissue.to_dict(),
+            "grid": self.grid.to_dict(),
+            "loader": (loader or self.loader).to_dict(),
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,12 +120,8 @@ class ScoreSettings:
         Raises:
             ConfigError: an unknown section, unknown key or invalid value.
         """
-        from wsi_her2.errors import ConfigError
-
-        unknown = sorted(set(sections) - set(SECTIONS))
-        if unknown:
-            raise ConfigError(f"unknown config section(s): {', '.join(unknown)}", hint=f"valid: {', '.join(SECTIONS)}")
-        grid_values = {k: v for k, v in (sections.get("grid") or {}).items() if v is not None}
+        _check_sections(sections, SECTIONS)
+        grid_values = _given(sections.get("grid"))
         return cls(
             model=str(model),
             tissue=TissueConfig.from_dict(sections.get("tissue")),
@@ -100,59 +152,22 @@ class ScoreSettings:
         values["inference"] = {}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 
+    def report_config(self, *, grid: GridConfig | None = None, loader: LoaderConfig | None = None) -> dict[str, Any]:
+        """The resolved configuration a score report records (``grid``, ``loader``: as the model set them)."""
+        return {
+            "tissue": self.tissue.to_dict(),
+            "grid": (grid or self.grid).to_dict(),
+            "loader": (loader or self.loader).to_dict(),
+            "aggregate": self.aggregate.to_dict(),
+            "check_stain": self.check_stain,
+        }
 
-def run_score(
-    slide: str | Path,
-    out_dir: str | Path,
-    settings: ScoreSettings,
-    *,
-    mpp: float | None = None,
-    roi_path: str | Path | None = None,
-    scorer: Any = None,
-    progress: ProgressCallback | None = None,
-) -> Any:
-    """Score one slide and write its outputs folder (``report.json`` last).
 
-    Args:
-        slide: the slide file.
-        out_dir: its output folder.
-        settings: how to score.
-        mpp: µm/px override for this slide.
-        roi_path: regions of interest (GeoJSON) for this slide.
-        scorer: an already loaded scorer (batch workers load the model once); None loads it.
-        progress: progress callback.
+def __getattr__(name: str) -> Any:
+    # `from wsi_her2.settings import run_score` (the README's example) keeps working; the runners
+    # live in the pipeline, which sits above the settings.
+    if name in ("run_score", "run_tile"):
+        from wsi_her2 import pipeline
 
-    Returns:
-        The :class:`~wsi_her2.pipeline.SlideResult` (status "done" or "no_tissue").
-    """
-    from wsi_her2.models import load_scorer
-    from wsi_her2.outputs.scoring import write_score_outputs
-    from wsi_her2.pipeline import score_slide
-    from wsi_her2.roi import load_roi
-
-    own = scorer is None
-    if scorer is None:
-        scorer = load_scorer(settings.model, inference=settings.inference, dab=settings.dab)
-    try:
-        roi = load_roi(roi_path) if roi_path else None
-        result = score_slide(
-            slide,
-            scorer,
-            mpp=mpp,
-            backend=settings.backend,
-            tissue=settings.tissue,
-            grid=settings.grid,
-            grid_user_set=settings.grid_user_set,
-            loader=settings.loader,
-            aggregate=settings.aggregate,
-            roi=roi,
-            check_stain=settings.check_stain,
-            progress=progress,
-        )
-    finally:
-        if own:
-            scorer.close()
-    result.config.update({"model": settings.model, "roi": str(roi_path) if roi_path else None,
-                          "settings_fingerprint": settings.fingerprint()})  # fmt: skip
-    result.files = write_score_outputs(result, out_dir)
-    return result
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,15 +8,7 @@ from typing import Any
 
 import click
 
-from wsi_her2_cli.options import (
-    backend_option,
-    common_options,
-    config_option,
-    grid_options,
-    loader_options,
-    model_options,
-    score_settings_from_options,
-)
+from wsi_her2_cli.options import BATCH, common_options, config_option, score_settings, table_options
 
 STATUS_STYLE = {"done": "green", "no_tissue": "yellow", "failed": "bold red", "skipped": "dim", "pending": "dim"}
 RECENT_ROWS = 8
@@ -184,16 +176,7 @@ def _print_outcome(console: Any, outcome: Any, out_dir: Path) -> None:
     help="Score only the I-th of N parts (1 <= I <= N): slides sorted by name, every N-th from the I-th.",
 )
 @click.option("--force", is_flag=True, help="Score every slide again, even those an earlier run completed.")
-@model_options
-@click.option(
-    "--mpp",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="µm/px of JPEG/PNG images and of slides whose metadata has none (a fallback; a --list mpp column overrides).",
-)
-@backend_option
-@grid_options
-@loader_options
+@table_options(BATCH)
 @config_option
 @common_options
 def batch(
@@ -204,25 +187,11 @@ def batch(
     scheduler: str | None,
     shard: str | None,
     force: bool,
-    model: str,
-    device: str,
-    batch_size: int | None,
-    compile_model: bool,
-    rule: str | None,
-    no_stain_check: bool,
     mpp: float | None,
-    backend: str,
-    tile_size_px: int | None,
-    target_mpp: float | None,
-    overlap_px: int | None,
-    min_tissue_fraction: float | None,
-    no_pen_filter: bool,
     workers: int | None,
-    no_pixel_check: bool,
-    min_blur_score: float | None,
-    config_path: Path | None,
     quiet: bool,
     verbose: int,
+    **options: Any,
 ) -> int:
     """Score the HER2 status of every slide in SLIDES_DIR (recursively), or of those in --list.
 
@@ -259,7 +228,7 @@ def batch(
     loader_workers = workers
     if loader_workers is None and not scheduler:
         loader_workers = loader_workers_per_job(jobs)
-    settings = score_settings_from_options(click.get_current_context().params, workers=loader_workers)
+    settings = score_settings(BATCH, options, workers=loader_workers)
     if list_path is not None:
         found = read_slide_list(list_path)
     else:

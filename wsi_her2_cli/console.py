@@ -70,19 +70,25 @@ class RichProgress:
             disable=not enabled,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._live = False
         self.started = time.perf_counter()
 
     def __enter__(self) -> RichProgress:
-        self._progress.__enter__()
+        # The bars start with the first progress event: an error before it stays one line on stderr.
+        self._live = False
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._progress.__exit__(exc_type, exc, tb)
+        if self._live:
+            self._progress.__exit__(exc_type, exc, tb)
 
     def __call__(self, event: ProgressEvent) -> None:
         """Update (or create) the bar of ``event.stage``."""
+        if not self._live:
+            self._progress.__enter__()
+            self._live = True
         task = self._tasks.get(event.stage)
         description = event.stage if event.message is None else f"{event.stage}: {event.message}"
         if task is None:

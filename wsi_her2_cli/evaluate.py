@@ -7,23 +7,15 @@ from typing import Any
 
 import click
 
-from wsi_her2_cli.options import common_options, config_option, stage_configs
-from wsi_her2_cli.train import data_options
+from wsi_her2_cli.options import EVALUATE, common_options, config_option, settings_sections, table_options
 
 
 @click.command()
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@click.option(
-    "--stain",
-    type=click.Choice(["ihc", "he"]),
-    default=None,
-    help="Stain of DATA; must match the model's unless --allow-stain-mismatch. [default: the model's]",
-)
 @click.option("--allow-stain-mismatch", is_flag=True, help="Evaluate even when --stain differs from the model's.")
-@click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True)
-@data_options
+@table_options(EVALUATE)
 @config_option
 @common_options
 def evaluate(
@@ -33,15 +25,9 @@ def evaluate(
     stain: str | None,
     allow_stain_mismatch: bool,
     batch_size: int,
-    layout: str | None,
-    labels_csv: Path | None,
-    drop_blank: bool | None,
-    min_tissue_fraction: float | None,
-    device: str | None,
-    workers: int | None,
-    config_path: Path | None,
     quiet: bool,
     verbose: int,
+    **options: Any,
 ) -> None:
     """Evaluate CHECKPOINT (a `wsi-her2 train` folder or its .safetensors) on DATA.
 
@@ -51,21 +37,16 @@ def evaluate(
     quadratic-weighted kappa, per-class figures and the confusion matrix. Writes into OUT:
       metrics.json, report.md, confusion_matrix.json, confusion_matrix.png, predictions.csv
     """
+    from wsi_her2.extras import require_matplotlib, require_torch
+
+    require_torch("`wsi-her2 evaluate` needs")
+    require_matplotlib("`wsi-her2 evaluate` (its confusion matrix) needs", extra="models")
     from wsi_her2.training.config import DataConfig
     from wsi_her2.training.evaluate import evaluate_checkpoint, write_evaluation
     from wsi_her2_cli.console import RichProgress, err_console, out_console, setup_logging
 
     setup_logging(verbose, quiet)
-    sections = stage_configs(
-        config_path,
-        data={
-            "layout": layout,
-            "labels_csv": str(labels_csv) if labels_csv else None,
-            "drop_blank": drop_blank,
-            "min_tissue_fraction": min_tissue_fraction,
-        },
-        train={"device": device, "workers": workers},
-    )
+    sections, _ = settings_sections(EVALUATE, options)
     # The model card decides stain, classes and input size; only how to read DATA comes from here.
     readable = ("layout", "labels_csv", "drop_blank", "min_tissue_fraction")
     data_cfg = DataConfig.from_dict({k: v for k, v in sections["data"].items() if k in readable})

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from wsi_her2_cli.options import common_options, config_option, slide_options
+from wsi_her2_cli.options import EXPLAIN, common_options, config_option, score_settings, table_options
 
 
 @click.command()
@@ -38,17 +38,7 @@ from wsi_her2_cli.options import common_options, config_option, slide_options
     show_default=True,
     help="gradcam.zarr cells per tile along each side.",
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
-@click.option(
-    "--batch-size", type=click.IntRange(1), default=None, help="Tiles per Grad-CAM pass. [default: 64 GPU, 8 CPU]"
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(0, 256),
-    default=None,
-    help="Processes reading tiles when scoring here and for --cam-heatmap. [default: one per core, at most 16]",
-)
-@slide_options
+@table_options(EXPLAIN)
 @click.option("--json", "as_json", is_flag=True, help="Print explanation.json instead of a summary.")
 @config_option
 @common_options
@@ -68,9 +58,9 @@ def explain(
     mpp: float | None,
     backend: str,
     as_json: bool,
-    config_path: Path | None,
     quiet: bool,
     verbose: int,
+    **options: Any,
 ) -> int:
     """Show where the model sees the evidence for a HER2 class.
 
@@ -93,52 +83,23 @@ def explain(
     setup_logging(verbose, quiet)
     settings = None
     if scores_dir is None and mode != "patch":
-        from wsi_her2_cli.options import score_settings_from_options
-
-        params = {
-            "config_path": config_path,
-            "model": checkpoint,
-            "device": device,
-            "backend": backend,
-            "workers": workers,
-        }
-        settings = score_settings_from_options(params)
+        params = {**options, "device": device, "workers": workers, "backend": backend}
+        settings = score_settings(EXPLAIN, params, model=checkpoint)
     if workers is None:
         from wsi_her2.tiling.loader import worker_count
 
         workers = worker_count(None)
-    progress = _LazyProgress(RichProgress(enabled=not quiet and not as_json))
-    try:
+    with RichProgress(enabled=not quiet and not as_json) as progress:
         result = run_explain(
             checkpoint, image, out_dir, mode=mode, scores=scores_dir, target=target, mpp=mpp, backend=backend,
             device=device, progress=progress, top_k=top_k, cam_heatmap=cam_heatmap, cam_cells=cam_cells,
             settings=settings, batch_size=batch_size, workers=workers,
         )  # fmt: skip
-    finally:
-        progress.close()
     if as_json:
         click.echo((result.out_dir / "explanation.json").read_text(encoding="utf-8"), nl=False)
     elif not quiet:
         _print_summary(result, err_console)
     return 0
-
-
-class _LazyProgress:
-    """Draws bars from the first progress event on: errors before it stay a single line."""
-
-    def __init__(self, bars: Any) -> None:
-        self.bars = bars
-        self.started = False
-
-    def __call__(self, event: Any) -> None:
-        if not self.started:
-            self.bars.__enter__()
-            self.started = True
-        self.bars(event)
-
-    def close(self) -> None:
-        if self.started:
-            self.bars.__exit__(None, None, None)
 
 
 def _print_summary(result: object, console: object) -> None:
@@ -149,7 +110,7 @@ def _print_summary(result: object, console: object) -> None:
     summary = result.summary
     lines = []
     if result.mode == "patch":
-        if summary["model"]["kind"] == "dab":
+        if "cell_counts" in summary:  # the DAB scorer's evidence
             counts = ", ".join(f"{c}: {n}" for c, n in summary["cell_counts"].items())
             lines.append(f"DAB scorer: patch class {summary['patch_class']} (cells {counts})")
         else:

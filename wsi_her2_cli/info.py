@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from wsi_her2_cli.options import common_options, slide_options
+from wsi_her2_cli.options import INFO, common_options, table_options
 
 
 @click.command()
 @click.argument("slide", type=click.Path(path_type=Path))
-@slide_options
+@table_options(INFO)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for machines instead of a table.")
 @click.option("--properties", is_flag=True, help="Also list the raw metadata properties.")
 @common_options

@@ -1,7 +1,17 @@
-"""Options shared by several commands, with units in their names, checked at the edge."""
+"""The option table: every option that sets a setting, once, with the commands that offer it.
+
+Each :class:`Option` says its flags, which commands have it and where its value goes: a
+``section.key`` of the settings (``grid.tile_size_px``), a whole section (a mapping, e.g. read from
+a file), a top-level setting (``model``, ``backend``, ``check_stain``), or nowhere (None: the
+command reads it itself, e.g. ``--mpp``, ``--roi``). :func:`table_options` puts a command's
+options on it; :func:`settings_sections` turns the values given, over a ``--config`` file, into
+the settings' sections; :func:`score_settings` and :func:`tile_settings` build the one settings
+object the library takes whole. Adding an option is one entry here.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -10,11 +20,189 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+INFO, SCORE, BATCH, TILE, EXPLAIN = "info", "score", "batch", "tile", "explain"
+TRAIN, EVALUATE = "train", "evaluate"
+SCORING = (SCORE, BATCH)
+TILING = (SCORE, BATCH, TILE)
+READING = (INFO, SCORE, TILE, EXPLAIN)
+DATA = (TRAIN, EVALUATE)
+# Settings that are not in a section (arguments of ScoreSettings.from_sections / TileSettings.from_sections).
+TOP_LEVEL = ("model", "backend", "check_stain")
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+
+def _false_if_set(flag: bool) -> bool | None:
+    return False if flag else None
+
+
+def _true_if_set(flag: bool) -> bool | None:
+    return True if flag else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class Option:
+    """One command-line option.
+
+    Attributes:
+        name: the parameter name the command receives.
+        flags: the option's flags, e.g. ("--tile-size",).
+        commands: the commands that offer it.
+        setting: where the value goes: "section.key", a section name (a mapping value merges into
+            it), a top-level setting name, or None (the command uses the value itself).
+        value: option value -> setting value (None means "not given": the config file or default holds).
+        attrs: the rest of :func:`click.option`'s arguments (type, default, help, ...).
+    """
+
+    name: str
+    flags: tuple[str, ...]
+    commands: tuple[str, ...]
+    setting: str | None = None
+    value: Callable[[Any], Any] | None = None
+    attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    def decorator(self) -> Callable[[F], F]:
+        """The click option."""
+        return click.option(*self.flags, self.name, **self.attrs)
+
+
+def _opt(
+    name: str,
+    flags: str | tuple[str, ...],
+    commands: tuple[str, ...],
+    setting: str | None = None,
+    value: Callable[[Any], Any] | None = None,
+    **attrs: Any,
+) -> Option:
+    return Option(name, (flags,) if isinstance(flags, str) else flags, commands, setting, value, attrs)
+
+
+# One entry per option (per command group when the help differs); columns: parameter name, flags,
+# commands, setting, value conversion, then click's arguments.
+# fmt: off
+OPTIONS: tuple[Option, ...] = (
+    # -- the model (score, batch) ---------------------------------------------------------------
+    _opt("model", "--model", SCORING, "model", default="dab", show_default=True,
+         help="'dab' (weight-free IHC scorer) or a checkpoint folder / .safetensors file from `wsi-her2 train`."),
+    _opt("device", "--device", SCORING, "inference.device", default="auto", show_default=True,
+         help="auto, cpu, cuda, cuda:N or mps (trained models only)."),
+    _opt("device", "--device", (EXPLAIN,), "inference.device", default="auto", show_default=True,
+         help="auto, cpu, cuda, cuda:N or mps."),
+    _opt("batch_size", "--batch-size", SCORING, "inference.batch_size", type=click.IntRange(1), default=None,
+         help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]"),
+    _opt("batch_size", "--batch-size", (EXPLAIN,), None, type=click.IntRange(1), default=None,
+         help="Tiles per Grad-CAM pass. [default: 64 GPU, 8 CPU]"),
+    _opt("compile_model", "--compile", SCORING, "inference.compile", _true_if_set, is_flag=True,
+         help="torch.compile the model (GPU; slower start, faster run)."),
+    _opt("rule", "--rule", SCORING, "aggregate.rule",
+         type=click.Choice(["auto", "asco_cap", "mean_probability", "cells"]), default=None,
+         help="Slide-level rule giving the score (all are reported). [default: auto]"),
+    _opt("no_stain_check", "--no-stain-check", SCORING, "check_stain", _false_if_set, is_flag=True,
+         help="Score even if the slide's stain is not the model's."),
+    # -- the slide --------------------------------------------------------------------------------
+    _opt("mpp", "--mpp", READING, None, type=click.FloatRange(min=0, min_open=True), default=None,
+         help="µm per level-0 pixel, overriding the slide's metadata (needed for JPEG/PNG images)."),
+    _opt("mpp", "--mpp", (BATCH,), None, type=click.FloatRange(min=0, min_open=True), default=None,
+         help="µm/px of JPEG/PNG images and of slides whose metadata has none (a fallback; a --list mpp "
+              "column overrides)."),
+    _opt("backend", "--backend", (INFO, *TILING, EXPLAIN), "backend",
+         type=click.Choice(["auto", "tifffile", "openslide", "image"]), default="auto", show_default=True,
+         help="Slide reader; auto picks the fastest that reads the file."),
+    # -- the tissue mask and the grid -------------------------------------------------------------
+    _opt("tile_size_px", "--tile-size", TILING, "grid.tile_size_px", type=click.IntRange(16, 16384), default=None,
+         help="Tile side in pixels: level-0 pixels, or pixels at --target-mpp when given. [default: 1024]"),
+    _opt("target_mpp", "--target-mpp", TILING, "grid.target_mpp", type=click.FloatRange(min=0, min_open=True),
+         default=None, help="µm/px that --tile-size refers to, so tiles cover the same tissue on 20x and 40x slides."),
+    _opt("overlap_px", "--overlap", TILING, "grid.overlap_px", type=click.IntRange(0), default=None,
+         help="Tile overlap in pixels. [default: 0]"),
+    _opt("min_tissue_fraction", "--min-tissue", TILING, "grid.min_tissue_fraction", type=click.FloatRange(0, 1),
+         default=None, help="Keep tiles with at least this fraction on the tissue mask. [default: 0.25]"),
+    _opt("no_pen_filter", "--no-pen-filter", TILING, "tissue.reject_pen", _false_if_set, is_flag=True,
+         help="Do not reject marker-pen ink."),
+    _opt("roi_path", "--roi", (SCORE, TILE), None, type=click.Path(path_type=Path), default=None,
+         help="GeoJSON of regions to score (e.g. the invasive tumour exported from QuPath)."),
+    # -- the tile loader --------------------------------------------------------------------------
+    _opt("workers", "--workers", TILING, "loader.workers", type=click.IntRange(0, 256), default=None,
+         help="Worker processes reading tiles (0 = in this process). [default: one per core, at most 16]"),
+    _opt("workers", "--workers", (EXPLAIN,), "loader.workers", type=click.IntRange(0, 256), default=None,
+         help="Processes reading tiles when scoring here and for --cam-heatmap. [default: one per core, at most 16]"),
+    _opt("no_pixel_check", "--no-pixel-check", TILING, "loader.pixel_check", _false_if_set, is_flag=True,
+         help="Keep every tile over the mask threshold (no glass/blur check)."),
+    _opt("min_blur_score", "--min-blur", TILING, "loader.min_blur_score", type=click.FloatRange(0), default=None,
+         help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 50]"),
+    _opt("save_size", "--save-size", (TILE,), "loader.output_size_px", lambda v: 1024 if v == "1024" else None,
+         type=click.Choice(["224", "1024"]), default="224", show_default=True,
+         help="Side in pixels of the saved tile images."),
+    # -- training and evaluation --------------------------------------------------------------------
+    _opt("architecture", "--arch", (TRAIN,), "train.architecture", default=None,
+         help="Network: convnext_tiny, resnet50, mobilenetv2_100, inception_v3. [default: convnext_tiny]"),
+    _opt("stain", "--stain", (TRAIN,), "data.stain", type=click.Choice(["ihc", "he"]), default=None,
+         help="Stain of the images. [default: ihc]"),
+    _opt("stain", "--stain", (EVALUATE,), None, type=click.Choice(["ihc", "he"]), default=None,
+         help="Stain of DATA; must match the model's unless --allow-stain-mismatch. [default: the model's]"),
+    _opt("num_classes", "--classes", (TRAIN,), "data.num_classes", lambda v: int(v) if v else None,
+         type=click.Choice(["4", "3"]), default=None,
+         help="4 = 0/1+/2+/3+; 3 = negative (0, 1+) / equivocal (2+) / positive (3+). [default: 4]"),
+    _opt("epochs", "--epochs", (TRAIN,), "train.epochs", type=click.IntRange(1, 10_000), default=None,
+         help="Epochs. [default: 30]"),
+    _opt("batch_size", "--batch-size", (TRAIN,), "train.batch_size", type=click.IntRange(1, 4096), default=None,
+         help="Batch size. [default: 16]"),
+    _opt("batch_size", "--batch-size", (EVALUATE,), None, type=click.IntRange(1, 4096), default=64, show_default=True),
+    _opt("lr", "--lr", (TRAIN,), "train.lr", type=click.FloatRange(min=0, min_open=True), default=None,
+         help="Adam learning rate. [default: 1e-4]"),
+    _opt("pretrained_weights", "--pretrained-weights", (TRAIN,), "train.pretrained_weights", _text,
+         type=click.Path(path_type=Path), default=None,
+         help="Local ImageNet weight file (timm/torchvision) for the backbone: works offline."),
+    _opt("no_pretrained", "--no-pretrained", (TRAIN,), "train.pretrained", _false_if_set, is_flag=True,
+         help="Train from random weights (no ImageNet start)."),
+    _opt("class_weighting", "--class-weights", (TRAIN,), "train.class_weighting",
+         type=click.Choice(["none", "balanced"]), default=None,
+         help="Loss weights per class; balanced = inverse class frequency. [default: none]"),
+    _opt("balanced_sampler", "--balanced-sampler/--no-balanced-sampler", (TRAIN,), "train.balanced_sampler",
+         default=None, help="Draw each class equally often. [default: no]"),
+    _opt("cache_images", "--cache-images/--no-cache-images", (TRAIN,), "train.cache_images", default=None,
+         help="Decode and resize every image once into memory (150 KB each at 224 px): files are read once."),
+    _opt("hed_jitter", "--hed-jitter", (TRAIN,), "train.hed_jitter", type=click.FloatRange(0, 0.5), default=None,
+         help="Stain augmentation strength (e.g. 0.05). [default: 0 = off, as the paper]"),
+    _opt("val_fraction", "--val-fraction", (TRAIN,), "data.val_fraction",
+         type=click.FloatRange(0, 0.9, max_open=True), default=None,
+         help="Share of training images held out for validation (by slide when known). [default: 0.1]"),
+    _opt("input_size_px", "--input-size", (TRAIN,), "data.input_size_px", type=click.IntRange(16, 2048),
+         default=None, help="Network input side in px."),
+    _opt("tile_size_px", "--tile-size", (TRAIN,), "data.tile_size_px", type=click.IntRange(16, 16384), default=None,
+         help="Side of a training image in px at --tile-mpp, recorded for `score`. [default: from the data]"),
+    _opt("tile_mpp", "--tile-mpp", (TRAIN,), "data.tile_mpp", type=click.FloatRange(min=0, min_open=True),
+         default=None,
+         help="µm/px of the training images, recorded so `score` cuts slide tiles alike. [default: unknown]"),
+    _opt("seed", "--seed", (TRAIN,), "train.seed", type=click.IntRange(0), default=None,
+         help="Random seed. [default: 0]"),
+    _opt("name", "--name", (TRAIN,), "train.name", default=None, help="Model name in the card."),
+    _opt("layout", "--layout", DATA, "data.layout", type=click.Choice(["auto", "bci", "tiles", "folders"]),
+         default=None,
+         help="Dataset layout: BCI, a --save-tiles folder with labels, or ROOT/<class>/*.png. [default: auto]"),
+    _opt("labels_csv", "--labels", DATA, "data.labels_csv", _text, type=click.Path(path_type=Path), default=None,
+         help="CSV with columns file,label[,slide] labelling a tile folder (instead of tiles.csv)."),
+    _opt("drop_blank", "--drop-blank/--keep-blank", DATA, "data.drop_blank", default=None,
+         help="Drop glass-only images with the tiler's empty-tile check. [default: keep]"),
+    _opt("min_image_tissue", "--min-image-tissue", DATA, "data.min_tissue_fraction", type=click.FloatRange(0, 1),
+         default=None, help="With --drop-blank: least tissue fraction of a kept image. [default: 0.1]"),
+    _opt("device", "--device", DATA, "train.device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
+         help="Compute device. [default: auto = CUDA, then MPS, then CPU]"),
+    _opt("workers", "--workers", DATA, "train.workers", type=click.IntRange(0, 64), default=None,
+         help="Worker processes decoding images. [default: 2]"),
+)
+# fmt: on
+
+
+def table_options(command: str, table: tuple[Option, ...] = OPTIONS) -> Callable[[F], F]:
+    """Put every option of ``command`` in the table on it, in table order (the order of ``--help``)."""
+    chosen = [option for option in table if command in option.commands]
+
     def apply(func: F) -> F:
-        for decorator in reversed(decorators):
-            func = decorator(func)
+        for option in reversed(chosen):
+            func = option.decorator()(func)
         return func
 
     return apply
@@ -22,103 +210,13 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
 
 def common_options(func: F) -> F:
     """--quiet, -v and --debug (the last is read by the error handler before parsing)."""
-    return _compose(
-        click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries; errors only."),
-        click.option("--verbose", "-v", count=True, help="More log messages (-vv for debug logs)."),
+    for decorator in (
         click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks on errors."),
-    )(func)
-
-
-def backend_option(func: F) -> F:
-    """--backend."""
-    return click.option(
-        "--backend",
-        type=click.Choice(["auto", "tifffile", "openslide", "image"]),
-        default="auto",
-        show_default=True,
-        help="Slide reader; auto picks the fastest that reads the file.",
-    )(func)
-
-
-def slide_options(func: F) -> F:
-    """--mpp (an override) and --backend."""
-    return _compose(
-        click.option(
-            "--mpp",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="µm per level-0 pixel, overriding the slide's metadata (needed for JPEG/PNG images).",
-        ),
-        backend_option,
-    )(func)
-
-
-def grid_options(func: F) -> F:
-    """Tile grid settings and the pen filter."""
-    return _compose(
-        click.option(
-            "--tile-size",
-            "tile_size_px",
-            type=click.IntRange(16, 16384),
-            default=None,
-            help="Tile side in pixels: level-0 pixels, or pixels at --target-mpp when given. [default: 1024]",
-        ),
-        click.option(
-            "--target-mpp",
-            type=click.FloatRange(min=0, min_open=True),
-            default=None,
-            help="µm/px that --tile-size refers to, so tiles cover the same tissue on 20x and 40x slides.",
-        ),
-        click.option(
-            "--overlap", "overlap_px", type=click.IntRange(0), default=None, help="Tile overlap in pixels. [default: 0]"
-        ),
-        click.option(
-            "--min-tissue",
-            "min_tissue_fraction",
-            type=click.FloatRange(0, 1),
-            default=None,
-            help="Keep tiles with at least this fraction on the tissue mask. [default: 0.25]",
-        ),
-        click.option("--no-pen-filter", is_flag=True, help="Do not reject marker-pen ink."),
-    )(func)
-
-
-def tiling_options(func: F) -> F:
-    """Grid settings plus --roi (one slide's regions of interest)."""
-    return _compose(
-        grid_options,
-        click.option(
-            "--roi",
-            "roi_path",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="GeoJSON of regions to score (e.g. the invasive tumour exported from QuPath).",
-        ),
-    )(func)
-
-
-def loader_options(func: F) -> F:
-    """Worker processes and the pixel-level tile check."""
-    return _compose(
-        click.option(
-            "--workers",
-            type=click.IntRange(0, 256),
-            default=None,
-            help="Worker processes reading tiles (0 = in this process). [default: one per core, at most 16]",
-        ),
-        click.option(
-            "--no-pixel-check",
-            is_flag=True,
-            help="Keep every tile over the mask threshold (no glass/blur check).",
-        ),
-        click.option(
-            "--min-blur",
-            "min_blur_score",
-            type=click.FloatRange(0),
-            default=None,
-            help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 50]",
-        ),
-    )(func)
+        click.option("--verbose", "-v", count=True, help="More log messages (-vv for debug logs)."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries; errors only."),
+    ):
+        func = decorator(func)
+    return func
 
 
 def config_option(func: F) -> F:
@@ -132,99 +230,87 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def stage_configs(config_path: Path | None, **overrides: dict[str, Any]) -> dict[str, Any]:
-    """Resolve each stage's config: file section, then command-line overrides (None = not given).
+def settings_sections(
+    command: str, params: Mapping[str, Any], table: tuple[Option, ...] = OPTIONS
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The settings the options of ``command`` give, over its ``--config`` file.
 
     Args:
-        config_path: optional config file.
-        overrides: per stage name ("tissue", "grid", "loader", ...), the option values.
+        command: the command's name.
+        params: its parameter values (``config_path`` names the config file).
+        table: the option table.
 
     Returns:
-        The config file's sections merged with the overrides, by stage name.
+        (sections: the file's sections with the options given merged in; every section an option of
+        the command names is present; top-level settings given, by name).
+
+    Raises:
+        ConfigError, InputNotFoundError: the config file is unreadable or malformed.
     """
     from wsi_her2.config import load_config_file
 
-    sections = load_config_file(config_path) if config_path else {}
-    merged: dict[str, Any] = {}
-    for name, values in overrides.items():
-        section = dict(sections.get(name) or {})
-        section.update({k: v for k, v in values.items() if v is not None})
-        merged[name] = section
-    for name, section in sections.items():
-        merged.setdefault(name, section)
-    return merged
+    path = params.get("config_path")
+    sections: dict[str, dict[str, Any]] = {
+        name: dict(s or {}) for name, s in (load_config_file(path) if path else {}).items()
+    }
+    top: dict[str, Any] = {}
+    for option in table:
+        if command not in option.commands or option.setting is None or option.name not in params:
+            continue
+        value = params[option.name]
+        value = option.value(value) if option.value is not None else value
+        section, _, key = option.setting.partition(".")
+        if not key and section in TOP_LEVEL:
+            if value is not None:
+                top[section] = value
+            continue
+        target = sections.setdefault(section, {})
+        if value is None:
+            continue
+        if key:
+            target[key] = value
+        else:
+            target.update(value)
+    return sections, top
 
 
-def model_options(func: F) -> F:
-    """--model, --device, --batch-size, --compile, --rule, --no-stain-check."""
-    for decorator in reversed(
-        [
-            click.option(
-                "--model",
-                default="dab",
-                show_default=True,
-                help="'dab' (weight-free IHC scorer) or a checkpoint folder / .safetensors file from `wsi-her2 train`.",
-            ),
-            click.option(
-                "--device",
-                default="auto",
-                show_default=True,
-                help="auto, cpu, cuda, cuda:N or mps (trained models only).",
-            ),
-            click.option(
-                "--batch-size",
-                type=click.IntRange(1),
-                default=None,
-                help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]",
-            ),
-            click.option(
-                "--compile",
-                "compile_model",
-                is_flag=True,
-                help="torch.compile the model (GPU; slower start, faster run).",
-            ),
-            click.option(
-                "--rule",
-                type=click.Choice(["auto", "asco_cap", "mean_probability", "cells"]),
-                default=None,
-                help="Slide-level rule giving the score (all are reported). [default: auto]",
-            ),
-            click.option("--no-stain-check", is_flag=True, help="Score even if the slide's stain is not the model's."),
-        ]
-    ):
-        func = decorator(func)
-    return func
-
-
-def score_settings_from_options(params: Mapping[str, Any], *, workers: int | None = None) -> Any:
-    """The :class:`~wsi_her2.settings.ScoreSettings` of ``score`` / ``batch`` options over a config file.
-
-    Args:
-        params: the command's option values (``click.Context.params``).
-        workers: loader workers to use instead of ``params["workers"]`` (batch shares the cores).
-    """
-    from wsi_her2.settings import ScoreSettings
+def _default_workers(sections: dict[str, dict[str, Any]], workers: int | None = None) -> None:
     from wsi_her2.tiling.loader import worker_count
 
-    p = params
-    sections = stage_configs(
-        p.get("config_path"),
-        tissue={"reject_pen": False if p.get("no_pen_filter") else None},
-        grid={k: p.get(k) for k in ("tile_size_px", "target_mpp", "overlap_px", "min_tissue_fraction")},
-        loader={
-            "workers": workers if workers is not None else p.get("workers"),
-            "pixel_check": False if p.get("no_pixel_check") else None,
-            "min_blur_score": p.get("min_blur_score"),
-        },
-        aggregate={"rule": p.get("rule")},
-        inference={
-            "device": p.get("device"),
-            "batch_size": p.get("batch_size"),
-            "compile": p.get("compile_model") or None,
-        },
-        dab={},
-    )
-    sections["loader"].setdefault("workers", worker_count(None))
-    return ScoreSettings.from_sections(
-        sections, model=p["model"], backend=p.get("backend", "auto"), check_stain=not p.get("no_stain_check")
-    )
+    loader = sections.setdefault("loader", {})
+    if workers is not None:
+        loader["workers"] = workers
+    loader.setdefault("workers", worker_count(None))
+
+
+def score_settings(
+    command: str,
+    params: Mapping[str, Any],
+    *,
+    workers: int | None = None,
+    table: tuple[Option, ...] = OPTIONS,
+    **top: Any,
+) -> Any:
+    """The :class:`~wsi_her2.settings.ScoreSettings` of a command's options over its config file.
+
+    Args:
+        command: "score", "batch" or "explain".
+        params: the command's parameter values.
+        workers: loader workers instead of the option's (batch shares the cores).
+        table: the option table.
+        top: top-level settings the command sets itself (e.g. ``model`` from an argument).
+    """
+    from wsi_her2.settings import ScoreSettings
+
+    sections, given = settings_sections(command, params, table)
+    _default_workers(sections, workers)
+    return ScoreSettings.from_sections(sections, **{**given, **top})
+
+
+def tile_settings(params: Mapping[str, Any]) -> Any:
+    """The :class:`~wsi_her2.settings.TileSettings` of ``tile``'s options over its config file."""
+    from wsi_her2.settings import TileSettings
+
+    sections, given = settings_sections(TILE, params)
+    _default_workers(sections)
+    return TileSettings.from_sections(sections, **given)

@@ -3,54 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
-from wsi_her2_cli.options import (
-    common_options,
-    config_option,
-    loader_options,
-    model_options,
-    score_settings_from_options,
-    slide_options,
-    tiling_options,
-)
+from wsi_her2_cli.options import SCORE, common_options, config_option, score_settings, table_options
 
 
 @click.command()
 @click.argument("slide", type=click.Path(path_type=Path))
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output folder.")
-@model_options
-@slide_options
-@tiling_options
-@loader_options
+@table_options(SCORE)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a summary.")
 @config_option
 @common_options
 def score(
     slide: Path,
     out_dir: Path,
-    model: str,
-    device: str,
-    batch_size: int | None,
-    compile_model: bool,
-    rule: str | None,
-    no_stain_check: bool,
     mpp: float | None,
-    backend: str,
-    tile_size_px: int | None,
-    target_mpp: float | None,
-    overlap_px: int | None,
-    min_tissue_fraction: float | None,
-    no_pen_filter: bool,
     roi_path: Path | None,
-    workers: int | None,
-    no_pixel_check: bool,
-    min_blur_score: float | None,
     as_json: bool,
-    config_path: Path | None,
     quiet: bool,
     verbose: int,
+    **options: Any,
 ) -> int:
     """Score the HER2 status of SLIDE.
 
@@ -65,12 +40,12 @@ def score(
     Exit code 6 (with a report saying so) when the slide has no tissue.
     """
     from wsi_her2.errors import NoTissueError
-    from wsi_her2.settings import run_score
+    from wsi_her2.pipeline import run_score
     from wsi_her2_cli.console import RichProgress, err_console, setup_logging
     from wsi_her2_cli.summaries import print_score_summary
 
     setup_logging(verbose, quiet)
-    settings = score_settings_from_options(click.get_current_context().params)
+    settings = score_settings(SCORE, options)
     with RichProgress(enabled=not quiet and not as_json) as progress:
         result = run_score(slide, out_dir, settings, mpp=mpp, roi_path=roi_path, progress=progress)
     if as_json:

@@ -13,8 +13,8 @@ import pytest
 
 from tests.batch.conftest import copy, fixture_or_none, place, stable_report, stable_rows, tree_files
 from wsi_her2.batch import MANIFEST, discover_slides, prepare_discovery, run_batch
-from wsi_her2.batch.summary import LEADING_COLUMNS, TRAILING_COLUMNS
 from wsi_her2.config import LoaderConfig
+from wsi_her2.outputs.schema import SUMMARY_LEADING, SUMMARY_TRAILING
 from wsi_her2.settings import ScoreSettings
 
 SETTINGS = ScoreSettings(loader=LoaderConfig(workers=0))
@@ -85,7 +85,7 @@ def test_summary_files_have_the_documented_columns(baseline) -> None:
     lines = (out / "summary.csv").read_text().splitlines()
     header = lines[0].split(",")
     fractions = [f"fraction({c})" for c in ("0", "1+", "2+", "3+")]
-    assert header == [*LEADING_COLUMNS, *fractions, *TRAILING_COLUMNS]
+    assert header == [*SUMMARY_LEADING, *fractions, *SUMMARY_TRAILING]
     assert len(lines) == 1 + len(outcome.rows)
     data = json.loads((out / "summary.json").read_text())
     assert data["counts"] == outcome.counts and len(data["slides"]) == len(outcome.rows)

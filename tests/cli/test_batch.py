@@ -130,6 +130,14 @@ def test_a_second_run_into_the_same_folder_is_refused(run_cli, slides: Path, tmp
     assert result.exit_code == 10 and "another `wsi-her2 batch`" in result.stderr
 
 
+def _any_done(out: Path) -> bool:
+    """True once a slide's manifest says done (folders renamed under the walk are looked at again)."""
+    try:
+        return any('"status": "done"' in m.read_text() for m in out.rglob("batch_manifest.json"))
+    except FileNotFoundError:  # a temporary folder was renamed while the walk was inside it
+        return False
+
+
 def test_kill_9_then_rerun_gives_the_outputs_of_an_uninterrupted_run(
     run_cli, slides: Path, ihc_slides: list[Path], tmp_path: Path
 ) -> None:
@@ -144,7 +152,7 @@ def test_kill_9_then_rerun_gives_the_outputs_of_an_uninterrupted_run(
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
-        while not any('"status": "done"' in m.read_text() for m in out.rglob("batch_manifest.json")):
+        while not _any_done(out):
             assert process.poll() is None, "the batch ended before it could be killed"
             assert time.monotonic() < deadline
             time.sleep(0.02)

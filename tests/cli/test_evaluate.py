@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("timm")
+from tests.conftest import require_models
 
-from tests.training.helpers import synthetic_bci, trained_checkpoint
+require_models()
+from tests.training.helpers import synthetic_bci, trained_checkpoint  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,6 @@ from tests.conftest import fixture_path
 from tests.explain.conftest import image_with_square, square_checkpoint, square_slide  # noqa: F401
 from wsi_her2.outputs.heatmap import read_heatmap
 
-pytest.importorskip("torch")
-pytest.importorskip("pytorch_grad_cam")
-
 
 def _explanation(out: Path) -> dict:
     return json.loads((out / "explanation.json").read_text())
@@ -60,6 +57,7 @@ def slide_explained(tmp_path_factory, square_checkpoint, square_slide) -> Path: 
     return out
 
 
+@pytest.mark.models
 def test_patch_gives_probabilities_a_map_per_stage_and_the_paper_panel(
     run_cli,
     tmp_path: Path,
@@ -87,6 +85,7 @@ def test_patch_gives_probabilities_a_map_per_stage_and_the_paper_panel(
     assert not list(out.glob(".tmp-*"))
 
 
+@pytest.mark.models
 def test_patch_class_option_explains_that_class(run_cli, tmp_path, square_checkpoint, top_left_patch) -> None:  # noqa: F811
     out = tmp_path / "out"
     result = run_cli(
@@ -97,6 +96,7 @@ def test_patch_class_option_explains_that_class(run_cli, tmp_path, square_checkp
     assert summary["explained_class"] == "0" and summary["predicted_class"] == "3+"
 
 
+@pytest.mark.models
 def test_real_he_patch_is_explained(run_cli, tmp_path: Path, square_checkpoint: Path) -> None:  # noqa: F811
     out = tmp_path / "out"
     patch = fixture_path("he", "he-patch-1000px.png")
@@ -109,6 +109,7 @@ def test_real_he_patch_is_explained(run_cli, tmp_path: Path, square_checkpoint: 
     assert _png(out / "input.png").shape == (1000, 1000, 3) and _png(out / "panel.png").shape[0] > 200
 
 
+@pytest.mark.models
 def test_slide_scored_here_gives_galleries_tiles_and_a_slide_wide_cam(slide_explained: Path, square_slide) -> None:  # noqa: F811
     out = slide_explained
     summary = _explanation(out)
@@ -137,6 +138,7 @@ def test_slide_scored_here_gives_galleries_tiles_and_a_slide_wide_cam(slide_expl
         )
 
 
+@pytest.mark.models
 def test_slide_reuses_a_score_folder_without_scoring_or_touching_it(
     run_cli,
     tmp_path,
@@ -163,6 +165,7 @@ def test_slide_reuses_a_score_folder_without_scoring_or_touching_it(
     assert (out / "gallery_3plus.png").is_file() and not (out / "score").exists()
 
 
+@pytest.mark.models
 def test_bad_inputs_give_one_line_errors_and_exit_codes(
     run_cli,
     tmp_path,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("timm")
+from tests.conftest import require_models
 
-from tests.training.helpers import SIZE_PX, synthetic_bci
-from wsi_her2.outputs.tile_table import read_csv_columns
+require_models()
+from tests.training.helpers import SIZE_PX, synthetic_bci  # noqa: E402
+from wsi_her2.outputs.tile_table import read_csv_columns  # noqa: E402
 
 FAST = [
     "--arch",

@@ -98,7 +98,7 @@ def test_report_and_view_of_a_real_batch(run_cli: Callable[..., Any], tmp_path: 
     (slides / "broken.svs").write_text("not a slide")
     out = tmp_path / "out"
     result = run_cli("batch", slides, "-o", out, "--workers", "0")
-    assert result.exit_code in (0, 12), result.stderr
+    assert result.exit_code == 12, result.stderr  # the broken slide failed; the batch says so
     batch = BatchFolder(out)
     by_name = {e.name: e for e in batch.entries}
     assert by_name["caseA/ihc.svs"].status == "done" and by_name["caseA/ihc.svs"].folder == (out / "caseA/ihc.svs")

@@ -60,8 +60,6 @@ def _train(card):
 @pytest.fixture(scope="session")
 def square_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The trained tiny classifier as a checkpoint folder (H&E card, 256-px level-0 tiles, 128-px input)."""
-    pytest.importorskip("torch")
-    pytest.importorskip("pytorch_grad_cam")
     from wsi_her2.models.card import ModelCard
     from wsi_her2.models.loading import save_checkpoint
 

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-pytest.importorskip("pytorch_grad_cam")
+from tests.conftest import require_models
+
+require_models()
+import torch  # noqa: E402
 
 from tests.explain.conftest import INPUT_PX, SQUARE_PX, image_with_square  # noqa: E402
 from wsi_her2.errors import ConfigError, ModelError  # noqa: E402

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-torch = pytest.importorskip("torch")
+from tests.conftest import require_models
+
+require_models()
+import torch  # noqa: E402
 
 from wsi_her2.errors import ConfigError, InputNotFoundError, ModelError  # noqa: E402
 from wsi_her2.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, read_card  # noqa: E402

@@ -1,13 +1,10 @@
-"""Fixtures of the training tests (torch needed; skipped without it)."""
+"""Fixtures of the training tests (the modules that need torch say so with ``require_models()``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
-pytest.importorskip("torch")
-pytest.importorskip("timm")
 
 from tests.training.helpers import synthetic_bci, trained_checkpoint
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+from tests.conftest import require_models
 
-from wsi_her2.training.augment import Augmentation, augment, hed_jitter, shift
-from wsi_her2.training.config import DataConfig
-from wsi_her2.training.datasets import load_images
-from wsi_her2.training.loader import ImageDataset, epoch_order
+require_models()
+import numpy as np  # noqa: E402
+
+from wsi_her2.training.augment import Augmentation, augment, hed_jitter, shift  # noqa: E402
+from wsi_her2.training.config import DataConfig  # noqa: E402
+from wsi_her2.training.datasets import load_images  # noqa: E402
+from wsi_her2.training.loader import ImageDataset, epoch_order  # noqa: E402
 
 
 def _image() -> np.ndarray:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_models
 
-from wsi_her2.errors import StainMismatchError
-from wsi_her2.training.config import DataConfig
-from wsi_her2.training.evaluate import evaluate_checkpoint, write_evaluation
+require_models()
+import pytest  # noqa: E402
+
+from wsi_her2.errors import StainMismatchError  # noqa: E402
+from wsi_her2.training.config import DataConfig  # noqa: E402
+from wsi_her2.training.evaluate import evaluate_checkpoint, write_evaluation  # noqa: E402
 
 
 def test_evaluation_on_the_test_split_beats_the_baseline(trained: Path, bci_learn: Path, tmp_path: Path) -> None:

@@ -5,17 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+from tests.conftest import require_models
 
-from tests.training.helpers import make_tile_set, tiny_data, tiny_train
-from wsi_her2.errors import ConfigError, OutputError
-from wsi_her2.models.loading import load_checkpoint
-from wsi_her2.outputs.tile_table import read_csv_columns
-from wsi_her2.progress import ProgressEvent
-from wsi_her2.training.fit import train
-from wsi_her2.training.resume import STATE_DIR, STATE_TENSORS, read_state_info
+require_models()
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from tests.training.helpers import make_tile_set, tiny_data, tiny_train  # noqa: E402
+from wsi_her2.errors import ConfigError, OutputError  # noqa: E402
+from wsi_her2.models.loading import load_checkpoint  # noqa: E402
+from wsi_her2.outputs.tile_table import read_csv_columns  # noqa: E402
+from wsi_her2.progress import ProgressEvent  # noqa: E402
+from wsi_her2.training.fit import train  # noqa: E402
+from wsi_her2.training.resume import STATE_DIR, STATE_TENSORS, read_state_info  # noqa: E402
 
 
 def test_training_learns_well_above_chance(trained: Path) -> None:

@@ -6,6 +6,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "examples" / "reproduce_paper.py"
 
 
@@ -16,6 +18,7 @@ def _script():  # type: ignore[no-untyped-def]
     return module
 
 
+@pytest.mark.models
 def test_smoke_grid_writes_the_table_with_the_papers_figures(bci_small: Path, tmp_path: Path) -> None:
     script = _script()
     assert len(script.grid()) == 12

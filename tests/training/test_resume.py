@@ -5,13 +5,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
-import pytest
-import torch
+from tests.conftest import require_models
 
-from wsi_her2.errors import InputNotFoundError, ModelError
-from wsi_her2.models.registry import create_model
-from wsi_her2.training.resume import STATE_DIR, STATE_TENSORS, load_state, save_state, state_exists
+require_models()
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from wsi_her2.errors import InputNotFoundError, ModelError  # noqa: E402
+from wsi_her2.models.registry import create_model  # noqa: E402
+from wsi_her2.training.resume import STATE_DIR, STATE_TENSORS, load_state, save_state, state_exists  # noqa: E402
 
 
 def _objects() -> tuple[torch.nn.Module, torch.optim.Optimizer, torch.optim.lr_scheduler.StepLR]:

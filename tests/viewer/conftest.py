@@ -44,6 +44,22 @@ class FakeResult:
         return 0.85 if CLASSES[k] == cls else 0.05
 
 
+def scorer_outputs(kind: str) -> Any:
+    """What the real scorer of ``kind`` declares for its result folder."""
+    from wsi_her2.models.dab.scorer import DabScorer
+    from wsi_her2.outputs.schema import ScorerOutputs
+
+    return DabScorer().outputs() if kind == "dab" else ScorerOutputs("p")
+
+
+def no_tissue_report(slide: str, **slide_facts: Any) -> dict[str, Any]:
+    """The report of a slide without tissue, as `score` writes it (DAB scorer)."""
+    return {"command": "score", "status": "no_tissue", "result": None, "message": "no tissue found",
+            "slide": {"path": slide, "width": 100, "height": 100, **slide_facts},
+            "model": {"kind": "dab", "classes": list(CLASSES)}, "grid": {},
+            "scorer_outputs": scorer_outputs("dab").to_dict(CLASSES)}  # fmt: skip
+
+
 def class_map_for(rows: int, cols: int) -> np.ndarray:
     """(r + c) % 4 everywhere, with no tile at (0, 0) and a dropped tile at (1, 0)."""
     grid = (np.add.outer(np.arange(rows), np.arange(cols)) % 4).astype(np.int64)
@@ -116,6 +132,7 @@ def make_score_folder(
     fractions = {c: float(np.mean(labels[scored] == i)) for i, c in enumerate(CLASSES)}
     model = {"name": f"fake-{kind}", "kind": kind, "architecture": "none" if kind == "dab" else "resnet18",
              "classes": list(CLASSES), "stain": "ihc", "weights_sha256": None}  # fmt: skip
+    outputs = scorer_outputs(kind)
     report = {
         "wsi_her2_version": "test",
         "command": "score",
@@ -134,6 +151,7 @@ def make_score_folder(
         },
         "model": model,
         "model_card": {**model, "intended_use": "tests only", "tile_size_um": 256.0},
+        "scorer_outputs": outputs.to_dict(CLASSES),
         "grid": {**grid.summary()},
         "caveats": ["Not validated for clinical use."],
     }  # fmt: skip

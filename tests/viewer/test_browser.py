@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import CLASSES, TILE, FakeResult
+from tests.viewer.conftest import CLASSES, TILE, FakeResult, no_tissue_report
 
 pytestmark = pytest.mark.browser
 
@@ -213,8 +213,7 @@ def test_missing_slide_and_no_tissue_pages_load_clean(browser: Any, tmp_path: Pa
         assert console_errors(browser) == []
     glass = tmp_path / "glass"
     glass.mkdir()
-    report = {"status": "no_tissue", "result": None, "message": "no tissue found", "model": {"kind": "dab"},
-              "slide": {"path": str(viewer_slide), "width": WIDTH, "height": HEIGHT, "mpp_used": 0.5}}  # fmt: skip
+    report = no_tissue_report(str(viewer_slide), width=WIDTH, height=HEIGHT, mpp_used=0.5)
     (glass / "report.json").write_text(json.dumps(report))
     with ViewerServer(glass) as server:
         open_viewer(browser, server.url)

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import CLASSES, TILE, FakeResult, make_score_folder
+from tests.viewer.conftest import CLASSES, TILE, FakeResult, make_score_folder, no_tissue_report
 
 
 class Links(HTMLParser):
@@ -79,9 +79,9 @@ def test_single_report_is_self_contained_and_has_the_score(deep_result: FakeResu
 def test_overlay_is_drawn_from_the_heatmap_when_overlay_png_is_missing(deep_result: FakeResult) -> None:
     from wsi_her2.her2 import CLASS_COLORS_RGB
     from wsi_her2.viewer.report_html import overlay_image
-    from wsi_her2.viewer.result import ScoreFolder
+    from wsi_her2.viewer.result import ScoreView
 
-    folder = ScoreFolder(deep_result.folder)
+    folder = ScoreView(deep_result.folder)
     assert not (deep_result.folder / "overlay.png").exists()
     data = overlay_image(folder, max_side_px=800)
     assert data is not None
@@ -131,9 +131,7 @@ def test_no_tissue_report(tmp_path: Path) -> None:
 
     folder = tmp_path / "empty"
     folder.mkdir()
-    report = {"status": "no_tissue", "result": None, "message": "no tissue found", "slide": {"path": "/x/glass.svs",
-              "width": 100, "height": 100}, "model": {"kind": "dab", "classes": list(CLASSES)}}  # fmt: skip
-    (folder / "report.json").write_text(json.dumps(report))
+    (folder / "report.json").write_text(json.dumps(no_tissue_report("/x/glass.svs")))
     text = write_report(folder).read_text(encoding="utf-8")
     assert "No score (no_tissue)" in text and "glass.svs" in text
     assert_self_contained(text)
@@ -153,22 +151,39 @@ def test_batch_report(batch_dir: Path, tmp_path: Path) -> None:
     assert "3 slides: 2 done, 1 failed" in text
 
 
-def test_batch_summary_csv_only_and_odd_columns(tmp_path: Path, viewer_slide: Path) -> None:
-    from wsi_her2.viewer.report_html import render_batch_report
-    from wsi_her2.viewer.result import BatchFolder
+def test_batch_rows_are_read_by_the_schema_and_empty_fields_come_from_the_report(
+    tmp_path: Path, viewer_slide: Path
+) -> None:
+    from wsi_her2.viewer.report_html import batch_row, render_batch_report
+    from wsi_her2.viewer.result import BatchFolder, ScoreView
 
     root = tmp_path / "b"
-    make_score_folder(root / "one", viewer_slide)
-    (root / "summary.csv").write_text(
-        "slide,status,fraction(3+),time_s,output\none.svs,done,0.25,3.5,one\ntwo.svs,skipped,,,two.svs\n"
-    )
+    make_score_folder(root / "one.svs", viewer_slide)
+    rows = [
+        {"slide": "one.svs", "status": "done", "score": None, "class_fractions": {}, "seconds": 3.5,
+         "output": "one.svs"},
+        {"slide": "two.svs", "status": "skipped", "message": "not a slide", "output": "two.svs"},
+    ]  # fmt: skip
+    (root / "summary.json").write_text(json.dumps({"command": "batch", "slides": rows}))
+    (root / "summary.csv").write_text("slide,status\nother.svs,done\n")  # the CSV is for people: not read
     batch = BatchFolder(root)
     assert [(e.name, e.status, e.folder is not None) for e in batch.entries] == [
         ("one.svs", "done", True),
         ("two.svs", "skipped", False),
     ]
+    one = batch_row(batch.entries[0], ScoreView(root / "one.svs"))
+    assert one["score"] == "3+" and one["fractions"]["3+"] == pytest.approx(0.25, abs=0.05)  # from the report
     text = render_batch_report(batch)
-    assert "3+ 25.0%" in text and "3.5" in text and "skipped" in text
+    assert "3.5" in text and "skipped" in text and "not a slide" in text and "other.svs" not in text
+
+
+def test_a_summary_csv_alone_is_not_a_batch_folder(tmp_path: Path) -> None:
+    from wsi_her2.errors import InputNotFoundError
+    from wsi_her2.viewer.result import load_result
+
+    (tmp_path / "summary.csv").write_text("slide,status\none.svs,done\n")
+    with pytest.raises(InputNotFoundError, match=r"report\.json"):
+        load_result(tmp_path)
 
 
 def test_not_a_result_folder(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.viewer.conftest import CLASSES, HEIGHT, TILE, WIDTH, FakeResult
+from tests.viewer.conftest import CLASSES, HEIGHT, TILE, WIDTH, FakeResult, no_tissue_report
 
 
 def raw_get(
@@ -139,7 +139,7 @@ def test_dab_readout_has_cell_counts(dab_server: Any, dab_result: FakeResult) ->
     col, row = dab_result.tile_at("3+")
     data = get_json(dab_server.url, f"/s/0/api/tile?col={col}&row={row}")
     assert data["tile"]["n_cells_3plus"] == 85 and data["tile"]["fraction_cells(3+)"] == pytest.approx(0.85)
-    assert "n_cells" in data["cell_columns"]
+    assert data["value_columns"]["n_cells"] == "cells"
     info = get_json(dab_server.url, "/s/0/api/info.json")
     names = [c["name"] for c in info["overlay"]["channels"]]
     assert "mean_membrane_dab_od" in names and "n_cells" in names and "fraction_cells(1+)" in names
@@ -310,9 +310,7 @@ def test_no_tissue_folder(tmp_path: Path, viewer_slide: Path) -> None:
 
     folder = tmp_path / "glass"
     folder.mkdir()
-    report = {"status": "no_tissue", "result": None, "message": "no tissue found",
-              "slide": {"path": str(viewer_slide), "width": WIDTH, "height": HEIGHT, "mpp_used": 0.5},
-              "model": {"kind": "dab", "classes": list(CLASSES)}, "grid": {}}  # fmt: skip
+    report = no_tissue_report(str(viewer_slide), width=WIDTH, height=HEIGHT, mpp_used=0.5)
     (folder / "report.json").write_text(json.dumps(report))
     with ViewerServer(folder) as server:
         info = get_json(server.url, "/s/0/api/info.json")

@@ -6,8 +6,9 @@ A slide counts as done, and a rerun skips it, only when the manifest
 * exists and says "done" or "no_tissue",
 * was made from the same inputs: the slide's fingerprint (size, modification time and SHA-256 of
   the first MiB of each of its files), the µm/px and ROI given for it, the settings fingerprint
-  (:meth:`~wsi_her2.settings.ScoreSettings.fingerprint`) and the model's hash (a checkpoint's
-  weights and card; for the DAB scorer, its configuration and the wsi-her2 version), and
+  (:meth:`~wsi_her2.settings.ScoreSettings.fingerprint`) and the scorer's fingerprint
+  (:func:`~wsi_her2.models.model_fingerprint`: a checkpoint's weights and card; for the DAB
+  scorer, its configuration and the wsi-her2 version), and
 * lists output files that are all present with the recorded sizes, and the report's SHA-256.
 
 Before a slide is scored again its manifest is removed first, then its old outputs, so a run killed
@@ -26,14 +27,15 @@ from typing import Any
 from wsi_her2._version import __version__
 from wsi_her2.errors import InputNotFoundError, OutputError
 from wsi_her2.outputs.atomic import TMP_PREFIX, clean_temporaries, write_json
+from wsi_her2.outputs.schema import BATCH_MANIFEST, REPORT, SCORE_FILES
 
-MANIFEST = "batch_manifest.json"
+MANIFEST = BATCH_MANIFEST
 MANIFEST_FORMAT = "wsi-her2-batch-manifest"
 MANIFEST_VERSION = 1
 HEAD_BYTES = 1 << 20
 DONE_STATUSES = ("done", "no_tissue")
 # Every name `wsi-her2 score` may write into a slide folder (removed before a slide is redone).
-OUTPUT_NAMES = ("report.json", "heatmap.zarr", "tiles.csv", "predictions.geojson", "overlay.png")
+OUTPUT_NAMES = SCORE_FILES
 
 
 def _sha256_head(path: Path, limit: int = HEAD_BYTES) -> str:
@@ -83,22 +85,14 @@ def slide_fingerprint(path: str | Path) -> dict[str, Any]:
 
 
 def model_hash(settings: Any) -> str:
-    """A hash of what the model is: checkpoint weights and card, or the DAB scorer's config and code version.
+    """The scorer's fingerprint for these settings, computed without loading the model.
 
     Raises:
         ModelError, InputNotFoundError: the checkpoint is missing, unreadable or does not match its card.
     """
-    if str(settings.model) == "dab":
-        payload = {"model": "dab", "dab": settings.dab.to_dict(), "wsi_her2_version": __version__}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    from wsi_her2.models.card import file_sha256, read_card, resolve_checkpoint
+    from wsi_her2.models import model_fingerprint
 
-    card, weights = read_card(settings.model)  # checks the weights against the card's hash
-    _, card_path = resolve_checkpoint(settings.model)
-    weights_sha = card.weights_sha256 or file_sha256(weights)
-    digest = hashlib.sha256(card_path.read_bytes())
-    digest.update(weights_sha.encode())
-    return digest.hexdigest()
+    return model_fingerprint(settings.model, dab=settings.dab)
 
 
 def input_key(entry: Any, settings_fingerprint: str, model_sha: str, mpp: float | None) -> dict[str, Any]:
@@ -131,7 +125,7 @@ def _outputs_record(folder: Path, files: dict[str, Path]) -> dict[str, Any]:
             record[path.name] = {"folder": True}
         else:
             record[path.name] = {"size": path.stat().st_size}
-    report = folder / "report.json"
+    report = folder / REPORT
     if report.name in record:
         record[report.name]["sha256"] = hashlib.sha256(report.read_bytes()).hexdigest()
     return record
@@ -192,7 +186,7 @@ def done_row(folder: Path, key: dict[str, Any], mpp_fallback: float | None = Non
     if used is not None and used != mpp_fallback:
         return None
     outputs = manifest.get("outputs") or {}
-    if "report.json" not in outputs:
+    if REPORT not in outputs:
         return None
     for file_name, facts in outputs.items():
         path = folder / file_name
@@ -202,10 +196,10 @@ def done_row(folder: Path, key: dict[str, Any], mpp_fallback: float | None = Non
         elif not path.is_file() or path.stat().st_size != facts.get("size"):
             return None
     try:
-        report_sha = hashlib.sha256((folder / "report.json").read_bytes()).hexdigest()
+        report_sha = hashlib.sha256((folder / REPORT).read_bytes()).hexdigest()
     except OSError:
         return None
-    if report_sha != outputs["report.json"].get("sha256"):
+    if report_sha != outputs[REPORT].get("sha256"):
         return None
     row = manifest.get("row")
     return row if isinstance(row, dict) else None
@@ -220,7 +214,7 @@ def clear_slide_folder(folder: Path) -> None:
     if not folder.is_dir():
         return
     try:
-        for file_name in (MANIFEST, "report.json", *OUTPUT_NAMES):
+        for file_name in (MANIFEST, REPORT, *OUTPUT_NAMES):
             path = folder / file_name
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)

@@ -25,9 +25,10 @@ from typing import Any
 from wsi_her2.batch.discovery import Discovery
 from wsi_her2.batch.manifest import MANIFEST, clean_root_temporaries, done_row, input_key, model_hash
 from wsi_her2.batch.summary import count_statuses, empty_row, failed_row, write_summary
-from wsi_her2.batch.task import SlideTask, release_scorers, score_task
+from wsi_her2.batch.task import SlideTask, cached_scorer, release_scorers, score_task
 from wsi_her2.errors import OutputError, WsiHer2Error
 from wsi_her2.outputs.atomic import ensure_dir
+from wsi_her2.outputs.schema import SUMMARY_STEM
 from wsi_her2.progress import ProgressCallback, ProgressEvent, report
 
 Event = tuple[str, SlideTask, dict[str, Any] | None]
@@ -72,7 +73,7 @@ def loader_workers_per_job(jobs: int, cores: int | None = None) -> int:
 
 def summary_stem(shard: tuple[int, int] | None) -> str:
     """``summary`` or, for a shard, ``summary-shard-I-of-N`` (shards never write each other's files)."""
-    return "summary" if shard is None else f"summary-shard-{shard[0]}-of-{shard[1]}"
+    return SUMMARY_STEM if shard is None else f"{SUMMARY_STEM}-shard-{shard[0]}-of-{shard[1]}"
 
 
 @contextlib.contextmanager
@@ -254,16 +255,10 @@ def _init_job_process(parent_pid: int, threads: int, preload: SlideTask | None) 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     cv2.setNumThreads(threads)
-    if preload is not None and str(preload.settings.model) != "dab" and preload.settings.inference.threads is None:
-        import torch  # a trained model: its CPU threads share the cores with the other jobs
-
-        torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="wsi-her2-parent-watch").start()
-    if preload is not None:  # load the model now, once for this process
-        from wsi_her2.batch.task import cached_scorer
-
+    if preload is not None:  # load the model now, once for this process; it shares the cores with the other jobs
         with contextlib.suppress(WsiHer2Error):
-            cached_scorer(preload.settings, preload.model_sha)
+            cached_scorer(preload.settings, preload.model_sha).set_cpu_threads(threads)
 
 
 def run_in_processes(tasks: list[SlideTask], jobs: int) -> Iterator[Event]:

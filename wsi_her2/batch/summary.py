@@ -12,22 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from wsi_her2._version import __version__
+from wsi_her2.outputs import schema
 from wsi_her2.outputs.atomic import write_json, write_text
 
 STATUSES = ("done", "no_tissue", "failed", "skipped", "pending")
-# Columns before and after the per-class fractions ("fraction(0)", "fraction(1+)", ...).
-LEADING_COLUMNS = ("slide", "status", "score", "clinical_group", "rule", "confidence")
-TRAILING_COLUMNS = (
-    "n_tiles_on_tissue",
-    "n_tiles_scored",
-    "n_tiles_dropped",
-    "mpp",
-    "seconds",
-    "error_type",
-    "message",
-    "output",
-    "path",
-)
 
 
 def empty_row(name: str, path: str | Path, status: str, message: str = "") -> dict[str, Any]:
@@ -39,7 +27,8 @@ def empty_row(name: str, path: str | Path, status: str, message: str = "") -> di
         "clinical_group": None,
         "rule": None,
         "confidence": None,
-        "class_fractions": {},
+        schema.ROW_FRACTIONS: {},
+        schema.ROW_SCORER_SUMMARY: {},
         "n_tiles_on_tissue": None,
         "n_tiles_scored": None,
         "n_tiles_dropped": None,
@@ -81,7 +70,10 @@ def result_row(name: str, path: str | Path, result: Any, seconds: float) -> dict
                 "clinical_group": score.clinical_group,
                 "rule": score.rule,
                 "confidence": score.confidence,
-                "class_fractions": {str(k): float(v) for k, v in score.class_fractions.items()},
+                schema.ROW_FRACTIONS: {str(k): float(v) for k, v in score.class_fractions.items()},
+                schema.ROW_SCORER_SUMMARY: {
+                    f.key: result.scorer_summary.get(f.key) for f in result.outputs.summary_fields
+                },
                 "n_tiles_scored": int(score.n_tiles_scored),
                 "n_tiles_dropped": int(sum(score.n_tiles_dropped.values())),
             }
@@ -89,14 +81,21 @@ def result_row(name: str, path: str | Path, result: Any, seconds: float) -> dict
     return row
 
 
-def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
-    """The CSV header: fixed columns around one ``fraction(CLASS)`` column per class seen."""
-    classes: list[str] = []
+def _spread_keys(rows: list[dict[str, Any]], key: str) -> list[str]:
+    """The keys of the mappings under ``key``, in the order rows show them."""
+    names: list[str] = []
     for row in rows:
-        for name in row.get("class_fractions") or {}:
-            if name not in classes:
-                classes.append(name)
-    return [*LEADING_COLUMNS, *(f"fraction({c})" for c in classes), *TRAILING_COLUMNS]
+        for name in row.get(key) or {}:
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The CSV header: fixed columns around one ``fraction(CLASS)`` column per class and the scorer's fields."""
+    fractions = [schema.fraction_column(c) for c in _spread_keys(rows, schema.ROW_FRACTIONS)]
+    fields = _spread_keys(rows, schema.ROW_SCORER_SUMMARY)
+    return [*schema.SUMMARY_LEADING, *fractions, *fields, *schema.SUMMARY_TRAILING]
 
 
 def _cell(value: Any) -> str:
@@ -115,15 +114,18 @@ def summary_csv_text(rows: list[dict[str, Any]]) -> str:
     import io
 
     columns = csv_columns(rows)
+    fraction_of = {schema.fraction_column(c): c for c in _spread_keys(rows, schema.ROW_FRACTIONS)}
+    fields = set(_spread_keys(rows, schema.ROW_SCORER_SUMMARY))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        fractions = row.get("class_fractions") or {}
         values = []
         for column in columns:
-            if column.startswith("fraction("):
-                values.append(_cell(fractions.get(column[len("fraction(") : -1])))
+            if column in fraction_of:
+                values.append(_cell((row.get(schema.ROW_FRACTIONS) or {}).get(fraction_of[column])))
+            elif column in fields:
+                values.append(_cell((row.get(schema.ROW_SCORER_SUMMARY) or {}).get(column)))
             else:
                 values.append(_cell(row.get(column)))
         writer.writerow(values)
@@ -172,7 +174,7 @@ def write_summary(
         "settings": settings.to_dict(),
         "run": run,
         "columns": csv_columns(ordered),
-        "slides": ordered,
+        schema.SUMMARY_ROWS: ordered,
     }
     csv_path = write_text(out_dir / f"{stem}.csv", summary_csv_text(ordered))
     json_path = write_json(out_dir / f"{stem}.json", data)

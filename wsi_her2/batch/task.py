@@ -117,7 +117,7 @@ def score_task(task: SlideTask) -> dict[str, Any]:
     written after the outputs; on failure partial outputs are removed and a "failed" manifest
     records the error. KeyboardInterrupt and SystemExit are not caught.
     """
-    from wsi_her2.settings import run_score
+    from wsi_her2.pipeline import run_score
 
     entry = task.entry
     t0 = time.perf_counter()

@@ -15,11 +15,30 @@ from typing import Any
 import cv2
 import numpy as np
 
+from wsi_her2.errors import ConfigError
 from wsi_her2.her2 import CLASS_COLORS_RGB, SCORES_4
 from wsi_her2.models.dab import DabConfig, StainVectors, estimate_stain_vectors, render_evidence, score_tile
 from wsi_her2.models.dab.evidence import DAB_TINT_RGB
+from wsi_her2.models.dab.scorer import DabScorer
 from wsi_her2.models.dab.stain import default_stain_vectors
 from wsi_her2.slide import SlideReader, read_tile
+
+
+def scorer_identity() -> dict[str, Any]:
+    """The DAB scorer's identity, as its score reports record it."""
+    return DabScorer().identity()
+
+
+def check_dab_class(target: str | None) -> None:
+    """Refuse a ``--class`` that is not one of the DAB scorer's (0, 1+, 2+, 3+).
+
+    Raises:
+        ConfigError: an unknown class.
+    """
+    if target is not None and target not in SCORES_4:
+        raise ConfigError(
+            f"--class {target!r} is not a class of the DAB scorer", hint=f"its classes are {', '.join(SCORES_4)}"
+        )
 
 
 def evidence_legend() -> list[tuple[str, tuple[int, int, int]]]:

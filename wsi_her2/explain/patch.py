@@ -29,11 +29,11 @@ from wsi_her2.explain.result import (
     INPUT,
     PANEL,
     Explanation,
-    check_dab_class,
     gradcam_method,
-    is_dab,
     report_head,
 )
+from wsi_her2.extras import require_matplotlib, require_torch
+from wsi_her2.models import EVIDENCE, explanation_of, tile_geometry
 from wsi_her2.outputs.atomic import ensure_dir, write_bytes, write_json
 from wsi_her2.outputs.images import write_image
 from wsi_her2.slide import SlideInfo, open_slide
@@ -70,16 +70,10 @@ def read_patch(path: str | Path, *, mpp: float | None = None, backend: str = "au
 
 def tile_side_px(model: str | Path, info: SlideInfo) -> float:
     """The side of one scoring tile of ``model`` in this image's pixels (for choosing the mode)."""
-    if is_dab(model):
-        from wsi_her2.models.dab.scorer import DAB_TILE_SIZE_UM
-
-        return DAB_TILE_SIZE_UM / info.mpp if info.has_mpp else 512.0
-    from wsi_her2.models.card import read_card
-
-    card, _ = read_card(model, verify_hash=False)
-    if card.tile_mpp is not None and info.has_mpp:
-        return card.tile_size_px * card.tile_mpp / info.mpp
-    return float(card.tile_size_px)
+    size_px, tile_mpp = tile_geometry(model)
+    if tile_mpp is not None and info.has_mpp:
+        return size_px * tile_mpp / info.mpp
+    return float(size_px)
 
 
 def choose_mode(
@@ -162,9 +156,13 @@ def explain_patch(
         MppError: the DAB scorer needs the patch's µm/px.
         DeviceError: the device is unavailable.
     """
-    if is_dab(model):
+    require_matplotlib("the figures of `wsi-her2 explain` need")
+    if explanation_of(model) == EVIDENCE:
+        from wsi_her2.explain.dab import check_dab_class
+
         check_dab_class(target)
         return _explain_dab_patch(image, out_dir, mpp=mpp, backend=backend, target=target)
+    require_torch("Grad-CAM of a trained model needs")
     from wsi_her2.explain.gradcam import load_explainer, normalise
 
     explainer = explainer or load_explainer(str(model), device)
@@ -208,7 +206,7 @@ def explain_patch(
             "height": info.height,
             "mpp": info.mpp if info.has_mpp else None,
         },
-        "model": {"kind": "deep", **card.identity()},
+        "model": card.scorer_identity(),
         "input_size_px": card.input_size_px,
         "probabilities": {c: float(p) for c, p in zip(card.classes, probabilities, strict=True)},
         "predicted_class": predicted,
@@ -227,7 +225,7 @@ def explain_patch(
 def _explain_dab_patch(
     image: str | Path, out_dir: str | Path, *, mpp: float | None, backend: str, target: str | None
 ) -> Explanation:
-    from wsi_her2.explain.dab import evidence_legend, patch_evidence
+    from wsi_her2.explain.dab import evidence_legend, patch_evidence, scorer_identity
     from wsi_her2.her2 import SCORES_4
     from wsi_her2.slide import require_mpp
 
@@ -250,9 +248,9 @@ def _explain_dab_patch(
     )  # fmt: skip
     fractions = {c: float(result[k]) for c, k in zip(SCORES_4, ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus"))}
     summary: dict[str, Any] = {
-        **report_head("patch", "dab"),
+        **report_head("patch", scorer_identity()["name"]),
         "image": {"path": str(image), "width": info.width, "height": info.height, "mpp": patch_mpp},
-        "model": {"kind": "dab", "name": "dab", "classes": list(SCORES_4), "stain": "ihc"},
+        "model": scorer_identity(),
         "work_mpp": evidence.mpp,
         "patch_class": tile_class,
         "cell_counts": {

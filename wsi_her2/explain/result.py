@@ -7,14 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from wsi_her2._version import __version__
-from wsi_her2.errors import ConfigError
-from wsi_her2.her2 import SCORES_4
 
 EXPLANATION = "explanation.json"
 PANEL = "panel.png"
 INPUT = "input.png"
 CAMS = "cams.npz"
-DAB_MODEL = "dab"
 
 CAVEAT_GRADCAM = (
     "Grad-CAM is a coarse localisation of the evidence for a class (one value per feature-map cell: "
@@ -43,23 +40,6 @@ class Explanation:
     out_dir: Path
     summary: dict[str, Any]
     files: dict[str, Path] = dataclasses.field(default_factory=dict)
-
-
-def is_dab(model: str | Path) -> bool:
-    """True when ``model`` names the built-in DAB scorer."""
-    return str(model) == DAB_MODEL
-
-
-def check_dab_class(target: str | None) -> None:
-    """Refuse a ``--class`` that is not one of the DAB scorer's (0, 1+, 2+, 3+).
-
-    Raises:
-        ConfigError: an unknown class.
-    """
-    if target is not None and target not in SCORES_4:
-        raise ConfigError(
-            f"--class {target!r} is not a class of the DAB scorer", hint=f"its classes are {', '.join(SCORES_4)}"
-        )
 
 
 def gradcam_method(layers: list[dict[str, Any]]) -> dict[str, Any]:

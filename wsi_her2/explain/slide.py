@@ -32,12 +32,12 @@ from wsi_her2.explain.result import (
     CAVEAT_GRADCAM,
     EXPLANATION,
     Explanation,
-    check_dab_class,
     gradcam_method,
-    is_dab,
     report_head,
 )
-from wsi_her2.explain.scores import RankedTile, ScoreFolder, read_score_folder
+from wsi_her2.explain.scores import RankedTile, ScoreFolder, check_model, check_slide, read_score_folder, top_tiles
+from wsi_her2.extras import require_matplotlib, require_torch
+from wsi_her2.models import EVIDENCE, explanation_of
 from wsi_her2.outputs.atomic import ensure_dir, write_json
 from wsi_her2.outputs.images import write_image
 from wsi_her2.progress import ProgressCallback, ProgressEvent, report
@@ -47,7 +47,6 @@ SCORE_SUBDIR = "score"
 TILES_SUBDIR = "tiles"
 # Largest side of the tiles read for galleries and overlays (the network input is resized from it, as on a GPU).
 DISPLAY_PX = 512
-DAB_EXTRA = ("n_cells", "mean_membrane_dab_od", "mean_completeness")
 
 
 def explain_slide(
@@ -100,8 +99,11 @@ def explain_slide(
         raise ConfigError(f"--top-k must be at least 1, got {top_k}")
     if cam_cells < 1:
         raise ConfigError(f"--cam-cells must be at least 1, got {cam_cells}")
-    dab = is_dab(model)
-    if dab:
+    require_matplotlib("the figures of `wsi-her2 explain` need")
+    evidence = explanation_of(model) == EVIDENCE  # the DAB scorer's own evidence, not Grad-CAM
+    if evidence:
+        from wsi_her2.explain.dab import check_dab_class, scorer_identity
+
         check_dab_class(target)
         if cam_heatmap:
             raise ConfigError(
@@ -109,6 +111,7 @@ def explain_slide(
                 hint="its per-tile measurements are already channels of heatmap.zarr in the score folder",
             )
     else:
+        require_torch("Grad-CAM of a trained model needs")
         from wsi_her2.explain.gradcam import load_explainer
 
         explainer = explainer or load_explainer(str(model), device, batch_size=batch_size)
@@ -126,21 +129,20 @@ def explain_slide(
                 f"the output folder {out} is the score folder", hint="write explanations to another folder (-o)"
             )
         folder = read_score_folder(scores)
-    identity = {"kind": "dab"} if dab else {"kind": "deep", **explainer.card.identity()}
-    folder.check_model(identity)
+    check_model(folder, scorer_identity() if evidence else explainer.card.scorer_identity())
     classes = [target] if target is not None else list(folder.classes)
 
     t0 = time.perf_counter()
     reader = open_slide(slide, mpp=mpp or folder.mpp, backend=backend)  # type: ignore[arg-type]
     info = reader.info
     try:
-        notes = folder.check_slide(info)
+        notes = check_slide(folder, info)
         slide_mpp = require_mpp(reader.info)
         galleries: dict[str, Any] = {}
         files: dict[str, Path] = {}
         for i, name in enumerate(classes):
             report(progress, ProgressEvent("explain", i, len(classes), "classes", f"top {top_k} tiles of {name}"))
-            if dab:
+            if evidence:
                 entry = _dab_gallery(reader, folder, name, top_k, out, slide_mpp)
             else:
                 entry = _cam_gallery(explainer, reader, folder, name, top_k, out)
@@ -176,9 +178,9 @@ def explain_slide(
         "cam_heatmap": heatmap,
         "timings_s": {k: round(v, 3) for k, v in timings.items()},
         "notes": notes,
-        "caveats": [CAVEAT_DAB if dab else CAVEAT_GRADCAM],
+        "caveats": [CAVEAT_DAB if evidence else CAVEAT_GRADCAM],
     }
-    if dab:
+    if evidence:
         from wsi_her2.explain.dab import evidence_legend
 
         summary["method"] = {"name": "DAB scorer evidence", "ranked_by": "fraction of the tile's cells in the class",
@@ -203,7 +205,8 @@ def _score_here(
     progress: ProgressCallback | None,
 ) -> ScoreFolder:
     from wsi_her2.config import InferenceConfig
-    from wsi_her2.settings import ScoreSettings, run_score
+    from wsi_her2.pipeline import run_score
+    from wsi_her2.settings import ScoreSettings
 
     settings = settings or ScoreSettings(model=str(model), inference=InferenceConfig(device=device))
     if str(settings.model) != str(model):
@@ -226,8 +229,8 @@ def _cam_gallery(
     from wsi_her2.explain.gradcam import normalise
 
     slug = class_slug(name)
-    tiles = folder.top_tiles(name, k)
-    column = folder.value_column(name)
+    tiles = top_tiles(folder, name, k)
+    column = folder.probability_column(name)
     size = max(explainer.card.input_size_px, min(DISPLAY_PX, tiles[0].size if tiles else DISPLAY_PX))
     folder_out = ensure_dir(out / "tiles" / slug) if tiles else out
     rows, titles, described = [], [], []
@@ -266,7 +269,7 @@ def _dab_gallery(
 
     cfg, stains = dab_settings(folder.report)
     slug = class_slug(name)
-    tiles = folder.top_tiles(name, k, extra_columns=DAB_EXTRA)
+    tiles = top_tiles(folder, name, k, extra_columns=tuple(c.key for c in folder.outputs.value_columns))
     folder_out = ensure_dir(out / "tiles" / slug) if tiles else out
     rows: list[list[np.ndarray]] = []
     titles: list[list[str]] = []
@@ -291,7 +294,7 @@ def _dab_gallery(
     title = (f"{Path(str(folder.report['slide']['path'])).name}: top {len(tiles)} tiles by fraction of {name} "
              f"cells; DAB scorer evidence ({stains.source} stain vectors)")  # fmt: skip
     gallery_figure(gallery, rows, titles, title=title, legend=evidence_legend(), side_in=3.2)
-    return {"ranked_by": folder.value_column(name), "gallery": gallery.name, "tiles": described}
+    return {"ranked_by": folder.probability_column(name), "gallery": gallery.name, "tiles": described}
 
 
 def _write_cam_heatmap(

@@ -1,8 +1,13 @@
 """The interface every scoring model offers the pipeline: the DAB scorer and trained classifiers alike.
 
-A scorer says how tiles must be cut and delivered (from its card), checks and prepares the slide
-(stain check, stain vectors), optionally gives a function run on each tile inside the loader's
-workers, and turns delivered batches into class probabilities and measurements.
+A scorer says how tiles must be cut and delivered (its geometry, whether it needs the pixels, its
+batch size), checks and prepares the slide (stain check, stain vectors), optionally gives a
+function run on each tile inside the loader's workers, turns delivered batches into class
+probabilities and measurements, and finishes the slide once every tile is in (thresholds that
+depend on the whole slide, a slide-level summary, per-cell tables). It declares what it adds to
+the result folder (:class:`~wsi_her2.outputs.schema.ScorerOutputs`) and who it is (identity, a
+fingerprint for resuming batches). Code outside :mod:`wsi_her2.models` asks the scorer, never its
+kind.
 """
 
 from __future__ import annotations
@@ -13,10 +18,15 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from wsi_her2.config import GridConfig
+from wsi_her2.outputs.schema import ScorerOutputs
 
 if TYPE_CHECKING:
-    from wsi_her2.pipeline import PreparedSlide
+    from wsi_her2.results import PreparedSlide
     from wsi_her2.tiling.loader import TileBatch, TileFunction
+
+# How a scorer is explained (``wsi-her2 explain``): Grad-CAM of a network, or the scorer's own evidence.
+GRADCAM = "gradcam"
+EVIDENCE = "evidence"
 
 
 @dataclass
@@ -26,10 +36,12 @@ class BatchResult:
     Attributes:
         probabilities: (n_kept, n_classes); NaN rows for tiles with no result (e.g. no cells).
         measurements: per-tile values by name, (n_kept,) each.
+        tile_arrays: per-tile arrays by name (e.g. the tile's cells), one entry per kept tile.
     """
 
     probabilities: np.ndarray
     measurements: dict[str, np.ndarray] = field(default_factory=dict)
+    tile_arrays: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
 
 
 class PendingResult(Protocol):
@@ -51,14 +63,65 @@ class ReadyResult:
         return self.value
 
 
-class TileScorer(Protocol):
-    """A model as the pipeline sees it."""
+@dataclass
+class SlideTiles:
+    """Every tile's result, collected over the grid (row i = grid tile i).
 
-    kind: str
+    Attributes:
+        probabilities: (n_tiles, n_classes); NaN for tiles without a result.
+        measurements: per-tile values by name, (n_tiles,) each; NaN where there is none.
+        tile_arrays: per-tile arrays by name, one entry per grid tile; None where there is none.
+        kept: True for tiles that passed the pixel-level check (the ones the scorer saw).
+    """
+
+    probabilities: np.ndarray
+    measurements: dict[str, np.ndarray]
+    tile_arrays: dict[str, list[np.ndarray | None]]
+    kept: np.ndarray
+
+
+@dataclass
+class SlideFinish:
+    """A scorer's last word on a slide (see :meth:`TileScorer.finish`).
+
+    Attributes:
+        probabilities: (n_tiles, n_classes), possibly revised (NaN = no result).
+        measurements: per-tile values by name, possibly revised or added.
+        summary: slide-level values for the report (``result.scorer_summary``).
+        tables: per file name (one of the scorer's ``outputs().files``), the columns to write.
+    """
+
+    probabilities: np.ndarray
+    measurements: dict[str, np.ndarray]
+    summary: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+
+
+def unchanged(tiles: SlideTiles) -> SlideFinish:
+    """The finish of a scorer with nothing to add once the tiles are in."""
+    return SlideFinish(tiles.probabilities, tiles.measurements)
+
+
+class TileScorer(Protocol):
+    """A model as the pipeline, the writers, batch and explain see it.
+
+    Attributes:
+        classes: class names in probability order.
+        stain: "ihc" or "he".
+        label_granularity: "slide" or "tile" (steers the ``auto`` rule), or None.
+        needs_pixels: the loader must return the tiles' pixels (False: the tile function does the work).
+        batch_size: tiles per loader batch (None: the loader's setting).
+        max_in_flight: batches submitted before the oldest result is collected.
+        explanation: how ``explain`` shows its evidence: :data:`GRADCAM` or :data:`EVIDENCE`.
+    """
+
     classes: tuple[str, ...]
     stain: str
     label_granularity: str | None
+    needs_pixels: bool
+    batch_size: int | None
     max_in_flight: int
+    explanation: str
 
     def grid_config(self, requested: GridConfig, user_set: frozenset[str]) -> GridConfig:
         """The grid to cut: the model's geometry, unless the user set a value explicitly."""
@@ -84,12 +147,32 @@ class TileScorer(Protocol):
         """Start scoring the kept tiles of ``batch``. The batch's pixels may be reused once this returns."""
         ...
 
+    def finish(self, tiles: SlideTiles, prepared: PreparedSlide) -> SlideFinish:
+        """Once every tile is in: revise per-tile results if the slide as a whole says so, summarise it."""
+        ...
+
+    def outputs(self) -> ScorerOutputs:
+        """What the scorer adds to the result folder: column naming, values, channels, files, caveat."""
+        ...
+
     def identity(self) -> dict[str, Any]:
         """Name, kind, classes, stain and weight hash, for reports."""
         ...
 
+    def fingerprint(self) -> str:
+        """SHA-256 of what the scorer is (weights and card, or settings and code version): batch resume key."""
+        ...
+
     def card(self) -> dict[str, Any]:
         """The full model card (or the DAB scorer's configuration)."""
+        ...
+
+    def runtime(self) -> dict[str, Any]:
+        """Device and precision actually used."""
+        ...
+
+    def set_cpu_threads(self, threads: int) -> None:
+        """Use at most ``threads`` CPU threads (a batch job shares the cores), unless the user set a count."""
         ...
 
     def close(self) -> None:

@@ -20,6 +20,8 @@ from typing import Any
 from wsi_her2._version import __version__
 from wsi_her2.errors import InputNotFoundError, ModelError
 
+# The kind of scorer a checkpoint makes (``identity()["kind"]`` in reports).
+TRAINED_KIND = "deep"
 WEIGHTS_FILE = "model.safetensors"
 CARD_FILE = "model_card.json"
 CARD_FORMAT = "wsi-her2-model-card"
@@ -140,6 +142,10 @@ class ModelCard:
             "wsi_her2_version": self.wsi_her2_version,
         }
 
+    def scorer_identity(self) -> dict[str, Any]:
+        """The identity of a scorer built from this card, as reports record it (the kind first)."""
+        return {"kind": TRAINED_KIND, **self.identity()}
+
 
 def file_sha256(path: str | Path) -> str:
     """SHA-256 of a file, hex."""
@@ -214,3 +220,16 @@ def read_card(path: str | Path, *, verify_hash: bool = True) -> tuple[ModelCard,
                 hint="the weights were replaced or damaged; use the folder written by `wsi-her2 train`",
             )
     return card, weights
+
+
+def checkpoint_fingerprint(path: str | Path) -> str:
+    """What a checkpoint is, cheaply and without torch: SHA-256 of its card and its weights' hash.
+
+    Raises:
+        ModelError, InputNotFoundError: the checkpoint is missing, unreadable or does not match its card.
+    """
+    card, weights = read_card(path)  # checks the weights against the card's hash
+    _, card_path = resolve_checkpoint(path)
+    digest = hashlib.sha256(card_path.read_bytes())
+    digest.update((card.weights_sha256 or file_sha256(weights)).encode())
+    return digest.hexdigest()

@@ -1,4 +1,8 @@
-"""A trained classifier (checkpoint + card) behind the pipeline's model interface."""
+"""A trained classifier (checkpoint + card) behind the pipeline's model interface.
+
+This module needs PyTorch: :func:`wsi_her2.models.load_scorer` imports it only after checking
+that torch is installed.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +10,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-from wsi_her2.config import GridConfig
+from wsi_her2.config import GridConfig, InferenceConfig
+from wsi_her2.device import resolve_device
 from wsi_her2.errors import StainMismatchError
-from wsi_her2.models.base import BatchResult, apply_card_geometry
+from wsi_her2.inference import TorchEngine
+from wsi_her2.models.base import GRADCAM, BatchResult, SlideFinish, SlideTiles, apply_card_geometry, unchanged
+from wsi_her2.models.card import TRAINED_KIND, checkpoint_fingerprint
+from wsi_her2.models.dab.stain_check import check_stain as measure_stain
+from wsi_her2.models.loading import load_checkpoint
+from wsi_her2.outputs.schema import ScorerOutputs
 from wsi_her2.slide.regions import best_level
 
 if TYPE_CHECKING:
-    from wsi_her2.config import InferenceConfig
-    from wsi_her2.inference import TorchEngine
-    from wsi_her2.pipeline import PreparedSlide
+    from wsi_her2.results import PreparedSlide
     from wsi_her2.tiling.loader import TileBatch
+
+KIND = TRAINED_KIND
+CAVEAT = (
+    "Models trained on BCI learn from patches labelled with their slide's score, not their own; "
+    "tile-level maps show where the model sees evidence, not pathologist tile labels. "
+    "Not validated for clinical use."
+)
 
 # On a GPU, tiles travel at their stored size (e.g. 256 px from the 4x level) and are resized there;
 # but never more than this many times the network's input side, to bound the copy.
@@ -38,8 +54,10 @@ class _Deferred:
 class DeepScorer:
     """A checkpoint written by ``wsi-her2 train`` (or any safetensors + card folder)."""
 
-    kind = "deep"
+    kind = KIND
+    needs_pixels = True
     max_in_flight = 1
+    explanation = GRADCAM
 
     def __init__(self, checkpoint: str | Path, cfg: InferenceConfig) -> None:
         """Load the checkpoint (never unpickling) on the configured device.
@@ -48,17 +66,15 @@ class DeepScorer:
             ModelError: the checkpoint is missing, unsafe or inconsistent.
             DeviceError: the device is unavailable.
         """
-        from wsi_her2.device import resolve_device
-        from wsi_her2.models.loading import load_checkpoint
-
         self.cfg = cfg
+        self.checkpoint = Path(checkpoint)
         self.device = resolve_device(cfg.device)
         self.model, self._card = load_checkpoint(checkpoint, "cpu")
         self.classes = self._card.classes
         self.stain = self._card.stain
         self.label_granularity: str | None = self._card.label_granularity
         self.engine: TorchEngine | None = None
-        self.batch_size = cfg.batch_size or (256 if self.device.type == "cuda" else 32)
+        self.batch_size: int | None = cfg.batch_size or (256 if self.device.type == "cuda" else 32)
 
     def grid_config(self, requested: GridConfig, user_set: frozenset[str]) -> GridConfig:
         """Cut tiles as the training patches were cut (the card's size and µm/px)."""
@@ -76,8 +92,6 @@ class DeepScorer:
 
     def prepare(self, prepared: PreparedSlide, *, check_stain: bool) -> dict[str, Any]:
         """Check the slide's stain against the card's (H&E vs H-DAB IHC)."""
-        from wsi_her2.models.dab.stain_check import check_stain as measure_stain
-
         mask = prepared.mask
         facts: dict[str, Any] = {}
         if mask.thumbnail is not None:
@@ -97,8 +111,6 @@ class DeepScorer:
         return None
 
     def _engine(self, tile_size_px: int) -> TorchEngine:
-        from wsi_her2.inference import TorchEngine
-
         if self.engine is None or self.engine.tile_size_px != tile_size_px:
             self.engine = TorchEngine(self.model, self._card, self.cfg, tile_size_px, self.batch_size)
         return self.engine
@@ -114,9 +126,21 @@ class DeepScorer:
         images = batch.images if len(rows) == len(batch) else batch.images[rows]
         return _Deferred(engine.submit(images), len(rows), len(self.classes))
 
+    def finish(self, tiles: SlideTiles, prepared: PreparedSlide) -> SlideFinish:
+        """Tiles are classified on their own: nothing to revise."""
+        return unchanged(tiles)
+
+    def outputs(self) -> ScorerOutputs:
+        """Class probabilities per tile, ``p(class)``."""
+        return ScorerOutputs("p", caveat=CAVEAT)
+
     def identity(self) -> dict[str, Any]:
         """The card's identity plus the kind."""
-        return {"kind": "deep", **self._card.identity()}
+        return self._card.scorer_identity()
+
+    def fingerprint(self) -> str:
+        """The card and the weights' hash."""
+        return checkpoint_fingerprint(self.checkpoint)
 
     def card(self) -> dict[str, Any]:
         """The full model card."""
@@ -126,10 +150,13 @@ class DeepScorer:
         """Device and precision actually used."""
         return self.engine.describe() if self.engine is not None else {"device": str(self.device)}
 
+    def set_cpu_threads(self, threads: int) -> None:
+        """Share the cores with the other jobs, unless the user set the thread count."""
+        if self.cfg.threads is None:
+            torch.set_num_threads(threads)
+
     def close(self) -> None:
         """Free GPU memory."""
         self.engine = None
         if self.device.type == "cuda":
-            import torch
-
             torch.cuda.empty_cache()

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from wsi_her2.outputs.atomic import write_text
-from wsi_her2.tiling.grid import TileGrid
 
 
 def _format(value: object) -> str:
@@ -40,21 +39,6 @@ def write_csv_columns(path: str | Path, columns: Mapping[str, np.ndarray | list]
     for i in range(lengths.pop() if lengths else 0):
         writer.writerow([_format(a[i]) for a in arrays])
     return write_text(path, buffer.getvalue())
-
-
-def grid_columns(grid: TileGrid) -> dict[str, np.ndarray]:
-    """The first columns of every tile table: id, grid position, level-0 box, tissue fraction."""
-    n = len(grid)
-    return {
-        "tile_id": np.arange(n),
-        "col": grid.col,
-        "row": grid.row,
-        "x_level0_px": grid.x,
-        "y_level0_px": grid.y,
-        "width_level0_px": np.full(n, grid.tile_size_px),
-        "height_level0_px": np.full(n, grid.tile_size_px),
-        "tissue_fraction": grid.tissue_fraction,
-    }
 
 
 def read_csv_columns(path: str | Path) -> dict[str, list[str]]:

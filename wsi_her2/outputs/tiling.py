@@ -9,16 +9,12 @@ from typing import Any
 import numpy as np
 
 from wsi_her2._version import __version__
+from wsi_her2.outputs import schema
 from wsi_her2.outputs.atomic import ensure_dir, write_json
 from wsi_her2.outputs.geojson import write_tissue_geojson
 from wsi_her2.outputs.images import draw_tiling_overview, write_image
-from wsi_her2.outputs.tile_table import grid_columns, write_csv_columns
-from wsi_her2.pipeline import TilingResult, slide_summary
-
-TILES_CSV = "tiles.csv"
-TISSUE_GEOJSON = "tissue.geojson"
-OVERVIEW_PNG = "thumbnail.png"
-MANIFEST_JSON = "manifest.json"
+from wsi_her2.outputs.tile_table import write_csv_columns
+from wsi_her2.results import TilingResult
 
 
 def now_iso() -> str:
@@ -26,13 +22,15 @@ def now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def write_tiling_outputs(result: TilingResult, out_dir: str | Path, config: dict[str, Any]) -> dict[str, Path]:
+def write_tiling_outputs(
+    result: TilingResult, out_dir: str | Path, config: dict[str, Any] | None = None
+) -> dict[str, Path]:
     """Write the tiling outputs; the manifest is written last, so its presence means complete.
 
     Args:
         result: what the tiler found.
         out_dir: the output folder (created if needed).
-        config: the resolved configuration of every stage, recorded in the manifest.
+        config: the resolved configuration of every stage, recorded in the manifest (default: the result's).
 
     Returns:
         The written files by role.
@@ -42,28 +40,28 @@ def write_tiling_outputs(result: TilingResult, out_dir: str | Path, config: dict
     grid = prepared.grid
     files: dict[str, Path] = {}
     files["tiles"] = write_csv_columns(
-        out / TILES_CSV,
+        out / schema.TILES,
         {
-            **grid_columns(grid),
-            "pixel_tissue_fraction": result.pixel_tissue_fraction,
-            "blur_score": result.blur_score,
-            "kept": result.kept,
-            "drop_reason": result.drop_reason,
+            **schema.grid_columns(grid),
+            schema.PIXEL_FRACTION: result.pixel_tissue_fraction,
+            schema.BLUR_SCORE: result.blur_score,
+            schema.KEPT: result.kept,
+            schema.DROP_REASON: result.drop_reason,
         },
     )
-    files["tissue"] = write_tissue_geojson(out / TISSUE_GEOJSON, prepared.mask.polygons, prepared.info.mpp)
+    files["tissue"] = write_tissue_geojson(out / schema.TISSUE_GEOJSON, prepared.mask.polygons, prepared.info.mpp)
     mask = prepared.mask
     if prepared.overview is not None:
         image, sx, sy = prepared.overview
         overview = draw_tiling_overview(image, mask.mask, sx, sy, grid.x, grid.y, grid.tile_size_px, result.kept)
-        files["thumbnail"] = write_image(out / OVERVIEW_PNG, overview)
+        files["thumbnail"] = write_image(out / schema.THUMBNAIL, overview)
     reasons = np.asarray(result.drop_reason)
     manifest = {
         "wsi_her2_version": __version__,
         "command": "tile",
         "created": now_iso(),
-        "coordinate_space": "level-0 pixels (origin top-left of the full-resolution image)",
-        "slide": slide_summary(prepared),
+        "coordinate_space": schema.COORDINATE_SPACE,
+        "slide": prepared.summary(),
         "tissue": mask.summary(),
         "grid": grid.summary(),
         "counts": {
@@ -74,9 +72,9 @@ def write_tiling_outputs(result: TilingResult, out_dir: str | Path, config: dict
             "dropped_background": int((reasons == "background").sum()),
             "dropped_blur": int((reasons == "blur").sum()),
         },
-        "config": config,
+        "config": result.config if config is None else config,
         "timings_s": {k: round(v, 4) for k, v in prepared.timings_s.items()},
         "files": {role: path.name for role, path in files.items()},
     }
-    files["manifest"] = write_json(out / MANIFEST_JSON, manifest)
+    files["manifest"] = write_json(out / schema.TILING_MANIFEST, manifest)
     return files

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from wsi_her2.viewer.report_html import render_report, write_report
-    from wsi_her2.viewer.result import BatchFolder, ScoreFolder, load_result
+    from wsi_her2.viewer.result import BatchFolder, ScoreView, load_result
     from wsi_her2.viewer.server import ViewerServer
 
-__all__ = ["BatchFolder", "ScoreFolder", "ViewerServer", "load_result", "render_report", "write_report"]
+__all__ = ["BatchFolder", "ScoreView", "ViewerServer", "load_result", "render_report", "write_report"]
 
 _WHERE = {
     "ViewerServer": "wsi_her2.viewer.server",
-    "ScoreFolder": "wsi_her2.viewer.result",
+    "ScoreView": "wsi_her2.viewer.result",
     "BatchFolder": "wsi_her2.viewer.result",
     "load_result": "wsi_her2.viewer.result",
     "render_report": "wsi_her2.viewer.report_html",

@@ -19,8 +19,9 @@ import numpy as np
 
 from wsi_her2._version import __version__
 from wsi_her2.her2 import CLASS_COLORS_RGB
+from wsi_her2.outputs import schema
 from wsi_her2.outputs.atomic import ensure_dir, write_text
-from wsi_her2.viewer.result import OVERLAY, BatchEntry, BatchFolder, ScoreFolder, load_result
+from wsi_her2.viewer.result import OVERLAY, BatchEntry, BatchFolder, ScoreView, load_result
 
 REPORT_HTML = "report.html"
 GROUP_COLORS = {"negative": "#3b6fb6", "equivocal": "#c77c1e", "positive": "#b83232"}
@@ -140,7 +141,7 @@ def _summary_html(summary: Mapping[str, Any]) -> str:
     )
 
 
-def _slide_facts_html(summary: Mapping[str, Any], folder: ScoreFolder) -> str:
+def _slide_facts_html(summary: Mapping[str, Any], folder: ScoreView) -> str:
     slide = summary.get("slide") or {}
     grid = summary.get("grid") or {}
     rows = [
@@ -182,7 +183,7 @@ def _encode_jpeg(rgb: np.ndarray, max_side_px: int, quality: int = 85) -> bytes:
     return encode_image(small, ".jpg", quality)
 
 
-def overlay_image(folder: ScoreFolder, max_side_px: int = 1600) -> bytes | None:
+def overlay_image(folder: ScoreView, max_side_px: int = 1600) -> bytes | None:
     """The overlay as JPEG: ``overlay.png`` shrunk, or the heatmap blended over the slide's overview."""
     import cv2
 
@@ -208,7 +209,7 @@ def overlay_image(folder: ScoreFolder, max_side_px: int = 1600) -> bytes | None:
     return _encode_jpeg(blended, max_side_px)
 
 
-def _top_tiles_html(folder: ScoreFolder, per_class: int, thumb_px: int) -> str:
+def _top_tiles_html(folder: ScoreView, per_class: int, thumb_px: int) -> str:
     top = folder.top_tiles(per_class)
     reader = folder.reader()
     parts = []
@@ -237,7 +238,7 @@ def _top_tiles_html(folder: ScoreFolder, per_class: int, thumb_px: int) -> str:
     return "".join(parts)
 
 
-def slide_section(folder: ScoreFolder, *, top_per_class: int = 4, image_px: int = 1600, thumb_px: int = 192) -> str:
+def slide_section(folder: ScoreView, *, top_per_class: int = 4, image_px: int = 1600, thumb_px: int = 192) -> str:
     """The report body of one slide (HTML, no page around it)."""
     summary = folder.summary()
     parts = [
@@ -271,40 +272,18 @@ def slide_section(folder: ScoreFolder, *, top_per_class: int = 4, image_px: int 
     return "\n".join(parts)
 
 
-def render_report(folder: ScoreFolder, *, top_per_class: int = 4, image_px: int = 1600) -> str:
+def render_report(folder: ScoreView, *, top_per_class: int = 4, image_px: int = 1600) -> str:
     """The self-contained HTML report of one score folder."""
     return _page(f"HER2 report: {folder.name}", slide_section(folder, top_per_class=top_per_class, image_px=image_px))
 
 
 # -- batch ---------------------------------------------------------------------------------------
-_ALIASES = {
-    "score": ("score", "her2_score"),
-    "clinical_group": ("clinical_group", "group"),
-    "tiles": ("n_tiles_scored", "tiles_scored", "n_tiles", "tiles"),
-    "seconds": ("seconds", "time_s", "elapsed_s", "seconds_total", "duration_s"),
-    "message": ("message", "error", "reason"),
-}
-
-
-def batch_row(entry: BatchEntry, folder: ScoreFolder | None = None) -> dict[str, Any]:
-    """One slide's row of the batch table, from its summary row (missing columns filled from its report)."""
+def batch_row(entry: BatchEntry, folder: ScoreView | None = None) -> dict[str, Any]:
+    """One slide's row of the batch table, from its summary row (empty fields filled from its report)."""
     row = entry.row
-
-    def pick(name: str) -> Any:
-        for key in _ALIASES[name]:
-            if row.get(key) not in (None, ""):
-                return row[key]
-        return None
-
-    fractions = row.get("class_fractions") if isinstance(row.get("class_fractions"), dict) else None
-    if fractions is None:
-        found = {}
-        for key, value in row.items():
-            for prefix in ("class_fraction_", "fraction_", "fraction(", "class_fraction("):
-                if key.startswith(prefix) and isinstance(value, (int, float)):
-                    found[key[len(prefix) :].rstrip(")")] = value
-        fractions = found or None
-    out = {name: pick(name) for name in _ALIASES}
+    out: dict[str, Any] = {name: row.get(name) for name in ("score", "clinical_group", "seconds", "message")}
+    out["tiles"] = row.get("n_tiles_scored")
+    fractions = row.get(schema.ROW_FRACTIONS) or None
     if folder is not None:
         summary = folder.summary()
         out["score"] = out["score"] or summary.get("score")
@@ -315,7 +294,7 @@ def batch_row(entry: BatchEntry, folder: ScoreFolder | None = None) -> dict[str,
     return out
 
 
-def _batch_table(batch: BatchFolder, links: Iterable[str | None], folders: list[ScoreFolder | None]) -> str:
+def _batch_table(batch: BatchFolder, links: Iterable[str | None], folders: list[ScoreView | None]) -> str:
     head = "<tr><th>slide</th><th>status</th><th>score</th><th>clinical group</th><th>class fractions</th>" \
            "<th>tiles scored</th><th>seconds</th><th>message</th></tr>"  # fmt: skip
     body = []
@@ -339,11 +318,11 @@ def _batch_table(batch: BatchFolder, links: Iterable[str | None], folders: list[
     return f"<p>{len(batch.entries)} slides: {counts}</p><table class='list'>{head}{''.join(body)}</table>"
 
 
-def _open_folders(batch: BatchFolder) -> list[ScoreFolder | None]:
-    folders: list[ScoreFolder | None] = []
+def _open_folders(batch: BatchFolder) -> list[ScoreView | None]:
+    folders: list[ScoreView | None] = []
     for entry in batch.entries:
         try:
-            folders.append(ScoreFolder(entry.folder) if entry.folder is not None else None)
+            folders.append(ScoreView(entry.folder) if entry.folder is not None else None)
         except Exception:  # a damaged folder shows as a row without details, not a failed report
             folders.append(None)
     return folders

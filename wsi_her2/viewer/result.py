@@ -1,8 +1,9 @@
 """Result folders as the viewer and the HTML report see them: a ``score`` folder or a ``batch`` folder.
 
-A score folder holds ``report.json`` (its presence means the folder is complete), ``heatmap.zarr``,
-``tiles.csv``, ``predictions.geojson`` and ``overlay.png``. A batch folder holds ``summary.json``
-(and ``summary.csv``) and one score folder per slide. Everything here reads; nothing writes.
+Names, columns and fields come from :mod:`wsi_her2.outputs.schema` (one schema, no guessing); a
+score folder is read by the schema's :class:`~wsi_her2.outputs.schema.ScoreFolder`, which
+:class:`ScoreView` extends with the slide (opened on demand), the heatmap layers and readouts. A
+batch folder is read from its ``summary.json``. Everything here reads; nothing writes.
 """
 
 from __future__ import annotations
@@ -15,31 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from wsi_her2.errors import InputNotFoundError
+from wsi_her2.outputs import schema
+from wsi_her2.outputs.schema import HEATMAP, OVERLAY, REPORT, SUMMARY_JSON, TILES, ScoreFolder
 from wsi_her2.slide import SlideReader, open_slide, read_tile
 from wsi_her2.viewer.errors import RequestError
 
-REPORT = "report.json"
-HEATMAP = "heatmap.zarr"
-TILES = "tiles.csv"
-OVERLAY = "overlay.png"
-SUMMARY_JSON = "summary.json"
-SUMMARY_CSV = "summary.csv"
+__all__ = ["HEATMAP", "OVERLAY", "REPORT", "TILES", "BatchEntry", "BatchFolder", "ScoreView", "load_result"]
+
 # Files of a result folder the viewer serves as they are (by suffix); nothing else.
 SERVED_SUFFIXES = {".json", ".csv", ".geojson", ".png", ".jpg", ".jpeg", ".html", ".txt"}
 TOP_TILES_PER_CLASS = 6
-# Tile-table columns that hold names, not numbers (a class named "0" stays "0").
-TEXT_COLUMNS = {"predicted_class", "drop_reason", "label", "slide", "file"}
-# Columns of the DAB scorer's tile table shown in readouts, with labels.
-CELL_COLUMNS = {
-    "n_cells": "cells",
-    "n_cells_0": "cells 0",
-    "n_cells_1plus": "cells 1+",
-    "n_cells_2plus": "cells 2+",
-    "n_cells_3plus": "cells 3+",
-    "mean_membrane_dab_od": "mean membrane DAB OD",
-    "mean_completeness": "mean membrane completeness",
-    "dab_area_fraction": "DAB area fraction",
-}
 
 
 def _read_json(path: Path) -> Any:
@@ -107,7 +93,8 @@ class TileTable:
 
         raw = read_csv_columns(path)
         columns = {
-            name: [(v or None) if name in TEXT_COLUMNS else _cell(v) for v in values] for name, values in raw.items()
+            name: [(v or None) if name in schema.TEXT_COLUMNS else _cell(v) for v in values]
+            for name, values in raw.items()
         }
         table = cls(columns)
         cols, rows = columns.get("col", []), columns.get("row", [])
@@ -137,8 +124,8 @@ class TileTable:
         raise RequestError(f"no tile {tile_id}")
 
 
-class ScoreFolder:
-    """A ``score`` output folder, with its slide opened on demand.
+class ScoreView(ScoreFolder):
+    """A ``score`` output folder as the viewer shows it, with its slide opened on demand.
 
     Attributes:
         path: the folder (resolved).
@@ -158,22 +145,7 @@ class ScoreFolder:
         Raises:
             InputNotFoundError: no folder or no ``report.json`` in it.
         """
-        folder = Path(path)
-        if not folder.is_dir():
-            raise InputNotFoundError(
-                f"result folder not found: {folder}", hint="give the -o folder of `wsi-her2 score`"
-            )
-        self.path = folder.resolve()
-        report_file = self.path / REPORT
-        if not report_file.is_file():
-            raise InputNotFoundError(
-                f"{folder} has no {REPORT}: not a finished `wsi-her2 score` folder",
-                hint="run `wsi-her2 score SLIDE -o OUT` first (report.json is written last)",
-            )
-        report = _read_json(report_file)
-        if not isinstance(report, dict):
-            raise InputNotFoundError(f"{report_file} is not a wsi-her2 report")
-        self.report: dict[str, Any] = report
+        super().__init__(path)
         slide_facts = self.slide_facts
         named = slide_facts.get("path_resolved") or slide_facts.get("path") or ""
         self.name = Path(str(named)).name or self.path.name
@@ -182,42 +154,9 @@ class ScoreFolder:
         self._reader_error: str | None = None
         self._lock = threading.Lock()  # lazy loading
         self.read_lock = threading.Lock()  # every use of the slide reader
-        self._tiles: TileTable | None = None
+        self._table: TileTable | None = None
         self._layers: Any = None
         self._tiler: Any = None
-
-    # -- facts from the report -------------------------------------------------------------------
-    @property
-    def slide_facts(self) -> dict[str, Any]:
-        """The report's ``slide`` section."""
-        slide = self.report.get("slide")
-        return slide if isinstance(slide, dict) else {}
-
-    @property
-    def status(self) -> str:
-        """The report's status: "done", "no_tissue", or what it says."""
-        return str(self.report.get("status", "unknown"))
-
-    @property
-    def result(self) -> dict[str, Any]:
-        """The report's ``result`` section (empty without a score)."""
-        result = self.report.get("result")
-        return result if isinstance(result, dict) else {}
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        """The model's classes."""
-        model = self.report.get("model") or {}
-        classes = model.get("classes") if isinstance(model, dict) else None
-        if classes:
-            return tuple(str(c) for c in classes)
-        return tuple(self.result.get("class_fractions", {}) or ("0", "1+", "2+", "3+"))
-
-    @property
-    def model_kind(self) -> str:
-        """The model's kind: "dab" or "deep"."""
-        model = self.report.get("model") or {}
-        return str(model.get("kind", "deep")) if isinstance(model, dict) else "deep"
 
     @property
     def width(self) -> int:
@@ -229,14 +168,10 @@ class ScoreFolder:
         """Level-0 height of the slide (from the report)."""
         return int(self.slide_facts.get("height") or 0)
 
-    def probability_column(self, cls: str) -> str:
-        """The tile-table / heatmap column of a class's per-tile value."""
-        return f"fraction_cells({cls})" if self.model_kind == "dab" else f"p({cls})"
-
     def summary(self) -> dict[str, Any]:
         """What the page and the report show about the slide's score."""
         result = self.result
-        grid = self.report.get("grid") or {}
+        grid = self.grid_facts
         return {
             "name": self.name,
             "status": self.status,
@@ -250,12 +185,13 @@ class ScoreFolder:
             "ultralow_like": result.get("ultralow_like"),
             "class_fractions": result.get("class_fractions") or {},
             "cell_counts": result.get("cell_counts") or {},
+            "scorer_summary": result.get(schema.RESULT_SCORER_SUMMARY) or {},
             "n_tiles_scored": result.get("n_tiles_scored"),
             "n_tiles_dropped": result.get("n_tiles_dropped") or {},
             "confidence": result.get("confidence"),
             "notes": result.get("notes") or [],
             "caveats": self.report.get("caveats") or [],
-            "model": self.report.get("model") or {},
+            "model": self.model,
             "model_card": self.report.get("model_card") or {},
             "slide": {
                 "path": self.slide_facts.get("path"),
@@ -331,12 +267,12 @@ class ScoreFolder:
             return self._tiler
 
     # -- outputs ---------------------------------------------------------------------------------
-    def tiles(self) -> TileTable | None:
-        """The tile table, or None when there is none (no tissue)."""
+    def table(self) -> TileTable | None:
+        """The tile table, parsed and indexed, or None when there is none (no tissue)."""
         with self._lock:
-            if self._tiles is None and (self.path / TILES).is_file():
-                self._tiles = TileTable.read(self.path / TILES)
-            return self._tiles
+            if self._table is None and self.has_tiles:
+                self._table = TileTable.read(self.path / TILES)
+            return self._table
 
     def layers(self) -> Any:
         """The heatmap's :class:`~wsi_her2.viewer.layers.HeatmapLayers`, or None when there is no heatmap."""
@@ -356,10 +292,10 @@ class ScoreFolder:
         """
         layers = self.layers()
         values = layers.values_at(col, row) if layers is not None else {}
-        tiles = self.tiles()
+        tiles = self.table()
         index = tiles.by_position.get((col, row)) if tiles is not None else None
         if layers is None and index is None:
-            grid = self.report.get("grid") or {}
+            grid = self.grid_facts
             cols, rows = int(grid.get("grid_cols") or 0), int(grid.get("grid_rows") or 0)
             if not (0 <= col < cols and 0 <= row < rows):
                 raise RequestError(f"tile position col={col}, row={row} is outside the grid")
@@ -374,12 +310,12 @@ class ScoreFolder:
             "values": values,
             "classes": list(self.classes),
             "probability_columns": {c: self.probability_column(c) for c in self.classes},
-            "cell_columns": CELL_COLUMNS if self.model_kind == "dab" else {},
+            "value_columns": {c.key: c.label for c in self.outputs.value_columns},
         }
 
     def top_tiles(self, per_class: int = TOP_TILES_PER_CLASS) -> dict[str, list[dict[str, Any]]]:
         """For each class, the scored tiles predicted as it, highest value of that class first."""
-        tiles = self.tiles()
+        tiles = self.table()
         out: dict[str, list[dict[str, Any]]] = {c: [] for c in self.classes}
         if tiles is None or not len(tiles):
             return out
@@ -415,7 +351,7 @@ class ScoreFolder:
         """
         from wsi_her2.outputs.images import encode_image
 
-        tiles = self.tiles()
+        tiles = self.table()
         if tiles is None:
             raise RequestError("this result has no tile table")
         row = tiles.row(tiles.index_of_id(tile_id))
@@ -442,11 +378,11 @@ class ScoreFolder:
 
 @dataclass
 class BatchEntry:
-    """One slide of a batch, as its summary row says (tolerating missing columns).
+    """One slide of a batch, as its summary row says.
 
     Attributes:
-        name: the slide's name.
-        status: done, failed, skipped, no tissue, ...
+        name: the slide's name (its path under the batch's input folder, e.g. ``caseA/ihc.svs``).
+        status: done, failed, skipped, no_tissue, pending.
         row: the summary row as written.
         folder: its score folder, when it has a finished one inside the batch folder.
     """
@@ -457,85 +393,51 @@ class BatchEntry:
     folder: Path | None
 
 
-_FOLDER_KEYS = ("out_dir", "output_dir", "output", "out", "folder", "result_dir", "dir")
-_ROW_LIST_KEYS = ("slides", "rows", "results", "items")
-
-
 class BatchFolder:
-    """A ``batch`` output folder: ``summary.json`` (or ``summary.csv``) and one score folder per slide.
+    """A ``batch`` output folder: ``summary.json`` and one score folder per slide.
 
-    Each summary row names its slide ("slide"), its status and its folder ("output", relative to the
-    batch folder, e.g. ``caseA/ihc.svs``); other columns (score, clinical_group, class_fractions or
-    fraction(C), n_tiles_scored, seconds, message) are shown when present and read from the slide's
-    report when not.
+    Each row of ``summary.json`` names its slide ("slide"), its status and its folder ("output",
+    relative to the batch folder); the slide's report fills in what a row leaves empty (e.g. a
+    row written while the slide was pending).
 
     Attributes:
         path: the folder (resolved).
-        summary: ``summary.json`` as read (empty when only the CSV exists).
-        entries: one per slide, in the summary's order, then finished folders the summary misses.
+        summary: ``summary.json`` as read.
+        entries: one per slide, in the summary's order.
     """
 
     def __init__(self, path: str | Path) -> None:
         """Read a batch folder.
 
         Raises:
-            InputNotFoundError: no summary.json / summary.csv in the folder.
+            InputNotFoundError: no (readable) summary.json in the folder.
         """
         folder = Path(path)
         self.path = folder.resolve()
-        rows: list[dict[str, Any]] = []
-        self.summary: dict[str, Any] = {}
-        if (self.path / SUMMARY_JSON).is_file():
-            data = _read_json(self.path / SUMMARY_JSON)
-            if isinstance(data, list):
-                rows = [r for r in data if isinstance(r, dict)]
-            elif isinstance(data, dict):
-                self.summary = data
-                rows = _rows_of(data)
-        if not rows and (self.path / SUMMARY_CSV).is_file():
-            from wsi_her2.outputs.tile_table import read_csv_columns
-
-            columns = read_csv_columns(self.path / SUMMARY_CSV)
-            n = len(next(iter(columns.values()), []))
-            rows = [{k: _cell(v[i]) for k, v in columns.items()} for i in range(n)]
-        if not rows and not self.summary and not (self.path / SUMMARY_CSV).is_file():
+        if not (self.path / SUMMARY_JSON).is_file():
             raise InputNotFoundError(f"{folder} has no {SUMMARY_JSON}: not a `wsi-her2 batch` folder")
+        data = _read_json(self.path / SUMMARY_JSON)
+        rows = data.get(schema.SUMMARY_ROWS) if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            raise InputNotFoundError(f"{self.path / SUMMARY_JSON} is not a `wsi-her2 batch` summary")
+        self.summary: dict[str, Any] = data
         self.entries: list[BatchEntry] = []
-        claimed: set[Path] = set()
-        for row in rows:
-            slide = str(row.get("slide") or row.get("path") or row.get("name") or "")
-            # The batch names slides by their path under the input folder ("caseA/ihc.svs"); keep that.
-            name = str(row.get("name") or (Path(slide).name if Path(slide).is_absolute() else slide) or "?")
-            found = self._folder_of(row, slide)
-            if found is not None:
-                claimed.add(found)
-            status = str(row.get("status") or ("done" if found else "unknown"))
-            self.entries.append(BatchEntry(name, status, row, found))
-        if not rows:  # no rows to go by: every finished score folder inside, at any depth
-            for report in sorted(self.path.rglob(REPORT)):
-                resolved = report.parent.resolve()
-                if resolved not in claimed and resolved != self.path and resolved.is_relative_to(self.path):
-                    name = resolved.relative_to(self.path).as_posix()
-                    self.entries.append(BatchEntry(name, "done", {"slide": name, "output": name}, resolved))
+        for row in (r for r in rows if isinstance(r, dict)):
+            name = str(row.get("slide") or "?")
+            found = self._folder_of(row)
+            self.entries.append(BatchEntry(name, str(row.get("status") or "unknown"), row, found))
 
-    def _folder_of(self, row: dict[str, Any], slide: str) -> Path | None:
-        candidates: list[Path] = []
-        for key in _FOLDER_KEYS:
-            value = row.get(key)
-            if isinstance(value, str) and value:
-                candidates.append(self.path / value)  # an absolute value stays absolute (and must be inside)
-        if slide:
-            candidates += [self.path / slide, self.path / Path(slide).name, self.path / Path(slide).stem]
-            if Path(slide).name.count("."):
-                candidates.append(self.path / Path(slide).name.split(".")[0])
-        for candidate in candidates:
-            try:
-                resolved = candidate.resolve()
-            except (OSError, RuntimeError):
-                continue
-            # Only folders inside the batch folder are ever opened (the viewer serves nothing else).
-            if resolved != self.path and resolved.is_relative_to(self.path) and (resolved / REPORT).is_file():
-                return resolved
+    def _folder_of(self, row: dict[str, Any]) -> Path | None:
+        output = row.get("output")
+        if not isinstance(output, str) or not output:
+            return None
+        try:
+            resolved = (self.path / output).resolve()
+        except (OSError, RuntimeError):
+            return None
+        # Only folders inside the batch folder are ever opened (the viewer serves nothing else).
+        if resolved != self.path and resolved.is_relative_to(self.path) and (resolved / REPORT).is_file():
+            return resolved
         return None
 
     def counts(self) -> dict[str, int]:
@@ -546,26 +448,13 @@ class BatchFolder:
         return out
 
 
-def _rows_of(data: dict[str, Any]) -> list[dict[str, Any]]:
-    for key in _ROW_LIST_KEYS:
-        value = data.get(key)
-        if isinstance(value, list):
-            return [r for r in value if isinstance(r, dict)]
-        if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
-            return [{"slide": k, **v} for k, v in value.items()]
-    for value in data.values():
-        if isinstance(value, list) and value and all(isinstance(r, dict) for r in value):
-            return value
-    return []
-
-
 def is_batch_folder(path: str | Path) -> bool:
-    """True for a ``batch`` output folder (it has ``summary.json`` or ``summary.csv`` and no ``report.json``)."""
+    """True for a ``batch`` output folder (it has ``summary.json`` and no ``report.json``)."""
     folder = Path(path)
-    return not (folder / REPORT).is_file() and ((folder / SUMMARY_JSON).is_file() or (folder / SUMMARY_CSV).is_file())
+    return not (folder / REPORT).is_file() and (folder / SUMMARY_JSON).is_file()
 
 
-def load_result(path: str | Path, *, slide: str | Path | None = None) -> ScoreFolder | BatchFolder:
+def load_result(path: str | Path, *, slide: str | Path | None = None) -> ScoreView | BatchFolder:
     """Open a ``score`` or ``batch`` output folder.
 
     Args:
@@ -585,4 +474,4 @@ def load_result(path: str | Path, *, slide: str | Path | None = None) -> ScoreFo
         if slide is not None:
             raise ConfigError("--slide applies to one score folder, not to a batch folder")
         return BatchFolder(folder)
-    return ScoreFolder(folder, slide=slide)
+    return ScoreView(folder, slide=slide)

@@ -43,7 +43,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from wsi_her2.errors import ConfigError
 from wsi_her2.outputs.atomic import to_json
 from wsi_her2.viewer.errors import RequestError, parse_int
-from wsi_her2.viewer.result import BatchFolder, ScoreFolder, load_result, safe_child
+from wsi_her2.viewer.result import BatchFolder, ScoreView, load_result, safe_child
 
 log = logging.getLogger(__name__)
 
@@ -102,18 +102,18 @@ class ViewerApp:
         slides: the score folders by number.
     """
 
-    def __init__(self, result: ScoreFolder | BatchFolder) -> None:
+    def __init__(self, result: ScoreView | BatchFolder) -> None:
         self.result = result
         self.static = static_root().resolve()
-        self.slides: list[ScoreFolder | None] = []
-        if isinstance(result, ScoreFolder):
+        self.slides: list[ScoreView | None] = []
+        if isinstance(result, ScoreView):
             self.slides = [result]
         else:
             self.slides = [None] * len(result.entries)
         self._recent: list[int] = []  # batch slides by last use, most recent last
         self._lock = threading.Lock()
 
-    def slide(self, number: int) -> ScoreFolder:
+    def slide(self, number: int) -> ScoreView:
         """Score folder ``number``, opened on first use.
 
         Raises:
@@ -128,7 +128,7 @@ class ViewerApp:
                 if entry.folder is None:
                     raise RequestError(f"slide {entry.name} has no result folder ({entry.status})")
                 try:
-                    folder = ScoreFolder(entry.folder)
+                    folder = ScoreView(entry.folder)
                 except Exception as exc:  # a damaged folder in a batch is that slide's problem only
                     raise RequestError(f"cannot read the result of {entry.name}: {exc}") from exc
                 self.slides[number] = folder
@@ -178,7 +178,7 @@ class ViewerApp:
             return self.slide_route(folder, number, rest[1:], query)
         raise RequestError(f"no such page: {parts.path}")
 
-    def slide_route(self, folder: ScoreFolder, number: int, rest: list[str], query: dict[str, list[str]]) -> Response:
+    def slide_route(self, folder: ScoreView, number: int, rest: list[str], query: dict[str, list[str]]) -> Response:
         """Routes under ``/s/<i>/``."""
         if not rest:
             return self.viewer_page()
@@ -220,7 +220,7 @@ class ViewerApp:
     # -- pages -----------------------------------------------------------------------------------
     def index(self) -> Response:
         """The batch index page, or a redirect to the one slide's viewer."""
-        if isinstance(self.result, ScoreFolder):
+        if isinstance(self.result, ScoreView):
             return Response(b"", "text/plain", status=302, Location="/s/0/")
         from wsi_her2.viewer.report_html import batch_index_html
 
@@ -230,13 +230,13 @@ class ViewerApp:
         """The viewer page (a static template; it fetches ``api/info.json``)."""
         return Response((self.static / "viewer.html").read_bytes(), CONTENT_TYPES[".html"])
 
-    def report_page(self, folder: ScoreFolder) -> Response:
+    def report_page(self, folder: ScoreView) -> Response:
         """The slide's self-contained report, rendered on request."""
         from wsi_her2.viewer.report_html import render_report
 
         return Response(render_report(folder), CONTENT_TYPES[".html"])
 
-    def info(self, folder: ScoreFolder, number: int) -> dict[str, Any]:
+    def info(self, folder: ScoreView, number: int) -> dict[str, Any]:
         """What the viewer page needs, as JSON."""
         tiler = folder.tiler()  # opens the slide, so slide_message is final
         layers = folder.layers()
@@ -453,7 +453,7 @@ class ViewerServer:
 
     def __init__(
         self,
-        result: str | Path | ScoreFolder | BatchFolder,
+        result: str | Path | ScoreView | BatchFolder,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -471,7 +471,7 @@ class ViewerServer:
             InputNotFoundError: not a result folder.
             ConfigError: the address cannot be bound (port in use, bad host).
         """
-        if isinstance(result, (ScoreFolder, BatchFolder)):
+        if isinstance(result, (ScoreView, BatchFolder)):
             loaded = result
         else:
             loaded = load_result(result, slide=slide)

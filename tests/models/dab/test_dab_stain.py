@@ -163,7 +163,7 @@ def test_stain_check_uses_tissue_mask() -> None:
     he_like[:, 128:] = render_tile([CellSpec(0.4, 1.0)], size_px=256)[:, 128:]
     mask = np.zeros((256, 256), bool)
     mask[:, 128:] = True
-    assert check_stain(he_like).stain in ("he", "unknown")
+    assert check_stain(he_like).stain == "he"  # the pink half wins when the whole image is judged
     assert check_stain(he_like, mask).stain == "ihc"
 
 

@@ -309,7 +309,7 @@
     }
     const tissue = tile.tissue_fraction !== undefined && tile.tissue_fraction !== null ? tile.tissue_fraction : values.tissue_fraction;
     rows.push(["tissue fraction", pct(tissue)]);
-    for (const [column, label] of Object.entries(data.cell_columns || {})) {
+    for (const [column, label] of Object.entries(data.value_columns || {})) {
       const v = tile[column] !== undefined ? tile[column] : values[column];
       if (v !== undefined && v !== null) rows.push([label, num(v)]);
     }

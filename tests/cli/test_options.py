@@ -1,0 +1,75 @@
+"""The option table: each option once, where its value goes, and a new option is one entry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from wsi_her2_cli.main import COMMANDS
+from wsi_her2_cli.options import OPTIONS, SCORE, _opt, score_settings, settings_sections, table_options
+
+
+def test_no_command_has_an_option_twice_and_every_setting_is_a_known_place() -> None:
+    from wsi_her2.settings import SECTIONS
+
+    for command in COMMANDS:
+        flags = [flag for option in OPTIONS if command in option.commands for flag in option.flags]
+        assert len(flags) == len(set(flags)), command
+    places = {"model", "backend", "check_stain", *SECTIONS, "data", "train"}
+    assert {o.setting.split(".")[0] for o in OPTIONS if o.setting} <= places
+
+
+def test_options_go_where_the_table_says_over_the_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text('[grid]\ntile_size_px = 512\noverlap_px = 8\n[aggregate]\nrule = "asco_cap"\n')
+    params = {"config_path": config, "tile_size_px": 256, "overlap_px": None, "no_pen_filter": True,
+              "no_stain_check": False, "model": "dab", "rule": None, "workers": 0}  # fmt: skip
+    settings = score_settings(SCORE, params)
+    assert settings.grid.tile_size_px == 256 and settings.grid.overlap_px == 8  # the line wins; the file fills in
+    assert settings.grid_user_set == {"tile_size_px", "overlap_px"}
+    assert settings.tissue.reject_pen is False and settings.check_stain is True
+    assert settings.aggregate.rule == "asco_cap" and settings.loader.workers == 0
+
+
+def test_a_new_option_is_one_entry(tmp_path: Path) -> None:
+    """E.g. a future --dab-config FILE for score, batch and explain: one line in the table."""
+    from wsi_her2.config import load_config_file
+
+    entry = _opt("dab_config", "--dab-config", ("score", "batch", "explain"), "dab",
+                 lambda path: load_config_file(path)["dab"] if path else None,
+                 type=click.Path(path_type=Path), default=None, help="The DAB scorer's settings.")  # fmt: skip
+    table = (*OPTIONS, entry)
+    dab_file = tmp_path / "dab.toml"
+    dab_file.write_text("[dab]\nwork_mpp = 0.4\n")
+
+    @click.command()
+    @table_options(SCORE, table)
+    def command(**params: object) -> None:
+        click.echo(score_settings(SCORE, params, table=table).dab.work_mpp)
+
+    result = CliRunner().invoke(command, ["--dab-config", str(dab_file)])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "0.4"
+    sections, _ = settings_sections("tile", {"dab_config": dab_file}, table)
+    assert "dab" not in sections  # tile does not offer it
+
+
+def test_train_calls_its_blank_image_threshold_by_another_name_than_the_tile_mask_s() -> None:
+    train_flags = {f for o in OPTIONS if "train" in o.commands for f in o.flags}
+    assert "--min-image-tissue" in train_flags and "--min-tissue" not in train_flags
+    assert any("--min-tissue" in o.flags and o.setting == "grid.min_tissue_fraction" for o in OPTIONS)
+
+
+@pytest.mark.parametrize("command", ["score", "batch", "tile", "explain"])
+def test_every_table_option_of_a_command_is_in_its_help(command: str) -> None:
+    import importlib
+
+    module, name = COMMANDS[command].split(":")
+    cli = getattr(importlib.import_module(module), name)
+    text = CliRunner().invoke(cli, ["--help"], terminal_width=200).output
+    for option in OPTIONS:
+        if command in option.commands:
+            assert option.flags[0].split("/")[0] in text, option.flags
