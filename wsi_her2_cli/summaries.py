@@ -56,7 +56,11 @@ def print_score_summary(result: Any, files: dict[str, Path], console: Console) -
     basis = "cells" if score.rule == "cells" else "tissue"
     table.add_row(f"class fractions ({basis})", ", ".join(f"{c}: {v:.1%}" for c, v in score.class_fractions.items()))
     if score.cell_counts:
-        table.add_row("cells", ", ".join(f"{c}: {n:,}" for c, n in score.cell_counts.items()))
+        table.add_row("cells counted", ", ".join(f"{c}: {n:,}" for c, n in score.cell_counts.items()))
+    for field in result.outputs.summary_fields:  # what the scorer adds (e.g. tumour cells, index)
+        value = (result.scorer_summary or {}).get(field.key)
+        if value is not None:
+            table.add_row(field.label, _format_value(value, field.percent))
     for rule_name, verdict in score.rules.items():
         if rule_name != score.rule:
             table.add_row(f"rule {rule_name}", verdict.score)
@@ -71,3 +75,11 @@ def print_score_summary(result: Any, files: dict[str, Path], console: Console) -
         table.add_row("note", note)
     table.add_row("written", ", ".join(str(p) for p in files.values()))
     console.print(table)
+
+
+def _format_value(value: Any, percent: bool) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if percent:
+        return f"{value:.1%}"
+    return f"{value:,}" if isinstance(value, int) else f"{value:,.1f}"

@@ -14,6 +14,7 @@ import pytest
 from tests.batch.conftest import copy, fixture_or_none, place, stable_report, stable_rows, tree_files
 from wsi_her2.batch import MANIFEST, discover_slides, prepare_discovery, run_batch
 from wsi_her2.config import LoaderConfig
+from wsi_her2.models.dab.scorer import DabScorer
 from wsi_her2.outputs.schema import SUMMARY_LEADING, SUMMARY_TRAILING
 from wsi_her2.settings import ScoreSettings
 
@@ -85,7 +86,9 @@ def test_summary_files_have_the_documented_columns(baseline) -> None:
     lines = (out / "summary.csv").read_text().splitlines()
     header = lines[0].split(",")
     fractions = [f"fraction({c})" for c in ("0", "1+", "2+", "3+")]
-    assert header == [*SUMMARY_LEADING, *fractions, *SUMMARY_TRAILING]
+    scorer_fields = [f.key for f in DabScorer().outputs().summary_fields]  # tumour cells, index, ...
+    assert "membrane_index" in scorer_fields and "n_tumour_cells" in scorer_fields
+    assert header == [*SUMMARY_LEADING, *fractions, *scorer_fields, *SUMMARY_TRAILING]
     assert len(lines) == 1 + len(outcome.rows)
     data = json.loads((out / "summary.json").read_text())
     assert data["counts"] == outcome.counts and len(data["slides"]) == len(outcome.rows)

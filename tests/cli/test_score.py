@@ -13,6 +13,7 @@ from wsi_her2.outputs.heatmap import read_heatmap
 from wsi_her2.outputs.tile_table import read_csv_columns
 
 OUTPUTS = {"report.json", "heatmap.zarr", "tiles.csv", "predictions.geojson", "overlay.png"}
+DAB_OUTPUTS = OUTPUTS | {"cells.npz"}
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +46,25 @@ def test_dab_scorer_gives_the_pathologists_scores_on_the_real_cores(
     assert result.exit_code == 0, result.stderr
     report = _report(out)
     assert report["result"]["score"] == expected and report["result"]["rule"] == "cells"
-    assert {p.name for p in out.iterdir()} == OUTPUTS
+    assert {p.name for p in out.iterdir()} == DAB_OUTPUTS
     assert sum(report["result"]["cell_counts"].values()) > 1000
     assert report["model"]["kind"] == "dab" and report["model_facts"]["stain_check"]["stain"] == "ihc"
+    # The guideline's denominator is tumour cells: both denominators, the tumour count and the index.
+    summary = report["result"]["scorer_summary"]
+    assert summary["denominator"] == "tumour cells"
+    assert 500 < summary["n_tumour_cells"] < summary["n_cells_detected"]
+    assert sum(summary["tumour_cells"]["counts"].values()) == summary["n_tumour_cells"]
+    assert sum(report["result"]["cell_counts"].values()) == summary["n_tumour_cells"]
+    assert sum(summary["all_cells"]["counts"].values()) == summary["n_cells_detected"]
+    assert (summary["membrane_index"] < 10) if expected == "0" else (summary["membrane_index"] > 100)
+    assert summary["membrane_levels"]["source"] == "slide nuclei"
+    tiles = read_csv_columns(out / "tiles.csv")
+    assert {"n_tumour_cells", "membrane_index"} <= set(tiles)
+    scored = np.asarray(tiles["scored"]) == "true"
+    assert np.nansum(np.asarray(tiles["n_tumour_cells"], float)[scored]) == summary["n_tumour_cells"]
+    with np.load(out / "cells.npz", allow_pickle=False) as cells:
+        assert int(cells["is_tumour"].sum()) == summary["n_tumour_cells"]
+        assert len(cells["x_level0_px"]) == summary["n_cells_detected"]
 
 
 def test_ki67_nuclear_stain_is_not_her2_positive(run_cli, tmp_path: Path) -> None:

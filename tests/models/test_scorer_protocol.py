@@ -20,7 +20,7 @@ import pytest
 from tests.conftest import fixture_path
 from wsi_her2.models.base import SlideFinish, SlideTiles
 from wsi_her2.models.dab.scorer import DabScorer
-from wsi_her2.models.dab.tile import DabTileFunction
+from wsi_her2.models.dab.tile import CELL_COLUMNS, CELLS_KEY, DabTileFunction
 from wsi_her2.outputs.schema import HeatmapChannel, ScorerOutputs, SummaryField, ValueColumn
 from wsi_her2.settings import ScoreSettings
 
@@ -33,12 +33,14 @@ class CellsTileFunction:
 
     def __call__(self, rgb: np.ndarray, valid_mask: np.ndarray | None = None) -> dict[str, Any]:
         values = dict(self.inner(rgb, valid_mask))
-        values["cells"] = np.array([[values["n_cells"], values["mean_membrane_dab_od"]]], np.float64)
+        membrane = values[CELLS_KEY][:, CELL_COLUMNS.index("membrane_od")]
+        mean_od = float(membrane.mean()) if len(membrane) else float("nan")
+        values["cells"] = np.array([[values["n_cells"], mean_od]], np.float64)
         return values
 
 
 class SlideAwareScorer(DabScorer):
-    """The DAB scorer with a slide-level finish: the tile with the most cells is set aside."""
+    """The DAB scorer with more slide-level work: the tile with the most cells is set aside."""
 
     def tile_function(self, prepared: Any, output_size_px: int) -> CellsTileFunction:
         return CellsTileFunction(super().tile_function(prepared, output_size_px))
@@ -49,26 +51,27 @@ class SlideAwareScorer(DabScorer):
             base.probability_prefix,
             (*base.value_columns, ValueColumn("cells_rank", "rank by cells", geojson=False)),
             (*base.heatmap_channels, HeatmapChannel("cells_rank", "123456", (0.0, 10.0))),
-            (SummaryField("cells_total", "cells on the slide"),),
+            (*base.summary_fields, SummaryField("cells_total", "cells on the slide")),
             ("cells.npz", "cells.csv"),
             base.caveat,
         )
 
     def finish(self, tiles: SlideTiles, prepared: Any) -> SlideFinish:
         self.seen = tiles
+        base = super().finish(tiles, prepared)
         cells = tiles.measurements["n_cells"]
         rank = np.full(len(cells), np.nan)
         kept = np.flatnonzero(np.isfinite(cells))
         rank[kept[np.argsort(-cells[kept], kind="stable")]] = np.arange(len(kept))
-        probabilities = tiles.probabilities.copy()
+        probabilities = base.probabilities.copy()
         probabilities[int(np.nanargmax(cells))] = np.nan  # a slide-wide decision: this tile gets no result
         rows = [a for a in tiles.tile_arrays["cells"] if a is not None]
         table = {"n_cells": np.concatenate(rows)[:, 0], "mean_od": np.concatenate(rows)[:, 1]}
         return SlideFinish(
             probabilities,
-            {**tiles.measurements, "cells_rank": rank},
-            {"cells_total": int(np.nansum(cells))},
-            {"cells.npz": table, "cells.csv": table},
+            {**base.measurements, "cells_rank": rank},
+            {**base.summary, "cells_total": int(np.nansum(cells))},
+            {**base.tables, "cells.csv": table},
         )
 
 
@@ -102,9 +105,11 @@ def test_the_finish_revises_tiles_and_its_summary_is_in_the_report(
     assert not result.predictions.scored[most] and result.predictions.drop_reason[most] == "no result"
     report = json.loads((out / "report.json").read_text())
     total = int(np.nansum(scorer.seen.measurements["n_cells"]))
-    assert report["result"]["scorer_summary"] == {"cells_total": total}
+    assert report["result"]["scorer_summary"]["cells_total"] == total
+    assert report["result"]["scorer_summary"]["n_cells_detected"] == total  # the DAB scorer's own finish ran too
     assert report["result"]["n_tiles_scored"] == int(result.predictions.scored.sum())
-    assert report["scorer_outputs"]["summary_fields"] == [{"key": "cells_total", "label": "cells on the slide"}]
+    fields = report["scorer_outputs"]["summary_fields"]
+    assert fields[-1] == {"key": "cells_total", "label": "cells on the slide", "percent": False}
     assert report["files"]["cells_npz"] == "cells.npz" and report["files"]["cells_csv"] == "cells.csv"
 
 
@@ -123,7 +128,7 @@ def test_declared_columns_channels_and_files_are_written(scored: tuple[Any, Path
     heatmap = read_heatmap(out / "heatmap.zarr")
     assert heatmap.channels[-2:] == ("cells_rank", "tissue_fraction")
     with np.load(out / "cells.npz") as cells:
-        assert cells["n_cells"].sum() == np.nansum(scorer.seen.measurements["n_cells"])
+        assert len(cells["x_level0_px"]) == np.nansum(scorer.seen.measurements["n_cells"])
     with open(out / "cells.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == len([a for a in scorer.seen.tile_arrays["cells"] if a is not None])
@@ -136,9 +141,10 @@ def test_batch_rows_and_summary_csv_carry_the_declared_summary_field(
 
     result, _, _ = scored
     row = result_row("core.jpg", "/data/core.jpg", result, 1.0)
-    assert row["scorer_summary"] == result.scorer_summary
+    declared = [f.key for f in result.outputs.summary_fields]
+    assert row["scorer_summary"] == {k: result.scorer_summary[k] for k in declared}
     columns = csv_columns([row])
-    assert columns.index("cells_total") == columns.index("fraction(3+)") + 1
+    assert columns.index("cells_total") > columns.index("membrane_index") > columns.index("fraction(3+)")
     text = summary_csv_text([row])
     assert f",{result.scorer_summary['cells_total']}," in text.splitlines()[1]
 

@@ -139,7 +139,7 @@ def test_dab_readout_has_cell_counts(dab_server: Any, dab_result: FakeResult) ->
     col, row = dab_result.tile_at("3+")
     data = get_json(dab_server.url, f"/s/0/api/tile?col={col}&row={row}")
     assert data["tile"]["n_cells_3plus"] == 85 and data["tile"]["fraction_cells(3+)"] == pytest.approx(0.85)
-    assert data["value_columns"]["n_cells"] == "cells"
+    assert data["value_columns"]["n_cells"] == "cells detected"
     info = get_json(dab_server.url, "/s/0/api/info.json")
     names = [c["name"] for c in info["overlay"]["channels"]]
     assert "mean_membrane_dab_od" in names and "n_cells" in names and "fraction_cells(1+)" in names

@@ -1,10 +1,12 @@
 """Explaining the weight-free DAB scorer: its own evidence, not Grad-CAM.
 
 The DAB scorer has no network to take gradients of; what it counted is the explanation. For a tile
-or a patch, :func:`~wsi_her2.models.dab.render_evidence` draws the DAB-positive tissue (cyan), each
-nucleus outline and membrane ring in the colour of the cell's class, solid where the membrane is
-stained. Tiles are analysed at the scorer's working resolution with the slide's stain vectors
-(from the score report) or, for a lone patch, vectors estimated from the patch.
+or a patch, :func:`~wsi_her2.models.dab.evidence.evidence_images` draws two images: the class image
+(DAB-positive tissue cyan, each counted cell's nucleus outline and membrane ring in the colour of its
+class, solid where the membrane is stained, cells the tumour gate left out grey) and the gate image
+(nuclei green for tumour cells, magenta for the rest). Tiles of a scored slide are analysed at the
+scorer's working resolution with the slide's stain vectors, stain level and membrane levels (from
+the score report) and the slide's gate verdicts (from ``cells.npz``); a lone patch is analysed alone.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import numpy as np
 
 from wsi_her2.errors import ConfigError
 from wsi_her2.her2 import CLASS_COLORS_RGB, SCORES_4
-from wsi_her2.models.dab import DabConfig, StainVectors, estimate_stain_vectors, render_evidence, score_tile
-from wsi_her2.models.dab.evidence import DAB_TINT_RGB
+from wsi_her2.models.dab import DabConfig, StainVectors, estimate_stain_vectors
+from wsi_her2.models.dab.classify import MembraneThresholds
+from wsi_her2.models.dab.evidence import DAB_TINT_RGB, NOT_COUNTED_RGB, NOT_TUMOUR_RGB, TUMOUR_RGB, evidence_images
+from wsi_her2.models.dab.intensity import StainIntensity, scaled_config
 from wsi_her2.models.dab.scorer import DabScorer
+from wsi_her2.models.dab.slide_cells import SlideCells
 from wsi_her2.models.dab.stain import default_stain_vectors
 from wsi_her2.slide import SlideReader, read_tile
 
@@ -42,23 +47,51 @@ def check_dab_class(target: str | None) -> None:
 
 
 def evidence_legend() -> list[tuple[str, tuple[int, int, int]]]:
-    """Legend entries of evidence images: the cell classes and the DAB tint."""
-    return [(f"cell {c}", CLASS_COLORS_RGB[c]) for c in SCORES_4] + [("DAB above the 1+ level", DAB_TINT_RGB)]
+    """Legend entries of evidence images: the cell classes, the gate's colours and the DAB tint."""
+    return [(f"tumour cell {c}", CLASS_COLORS_RGB[c]) for c in SCORES_4] + [
+        ("not counted (not tumour)", NOT_COUNTED_RGB),
+        ("gate: tumour cell", TUMOUR_RGB),
+        ("gate: not tumour", NOT_TUMOUR_RGB),
+        ("DAB above the 1+ level", DAB_TINT_RGB),
+    ]
 
 
-def dab_settings(report: dict[str, Any]) -> tuple[DabConfig, StainVectors]:
-    """The DAB scorer's settings and the slide's stain vectors, as a score report recorded them."""
+@dataclasses.dataclass(frozen=True)
+class SlideDabSettings:
+    """How a score report says the DAB scorer saw its slide.
+
+    Attributes:
+        cfg: the settings with the slide's stain level applied.
+        stains: the slide's stain vectors.
+        levels: the slide's membrane levels (None for a report without them).
+    """
+
+    cfg: DabConfig
+    stains: StainVectors
+    levels: MembraneThresholds | None
+
+
+def dab_settings(report: dict[str, Any]) -> SlideDabSettings:
+    """The DAB scorer's settings, stain vectors, stain level and membrane levels, as a score report recorded them."""
     card = report.get("model_card") or {}
     cfg = DabConfig.from_dict(card.get("config") or {})
-    vectors = (report.get("model_facts") or {}).get("stain_vectors")
+    facts = report.get("model_facts") or {}
+    intensity = facts.get("stain_intensity")
+    if intensity:
+        p90 = intensity.get("hematoxylin_p90_od")
+        level = float("nan") if p90 is None else float(p90)
+        cfg = scaled_config(cfg, StainIntensity(level, float(intensity["factor"]), str(intensity["source"])))
+    summary = (report.get("result") or {}).get("scorer_summary") or {}
+    levels = MembraneThresholds(**summary["membrane_levels"]) if summary.get("membrane_levels") else None
+    vectors = facts.get("stain_vectors")
     if not vectors:
-        return cfg, default_stain_vectors()
+        return SlideDabSettings(cfg, default_stain_vectors(), levels)
     stains = StainVectors(
         hematoxylin=tuple(vectors["hematoxylin"]),  # type: ignore[arg-type]
         dab=tuple(vectors["dab"]),  # type: ignore[arg-type]
         source=str(vectors.get("source", "estimated")),
     )
-    return cfg, stains
+    return SlideDabSettings(cfg, stains, levels)
 
 
 def work_size(size_level0_px: int, mpp: float, cfg: DabConfig) -> int:
@@ -67,12 +100,40 @@ def work_size(size_level0_px: int, mpp: float, cfg: DabConfig) -> int:
 
 
 def tile_evidence(
-    reader: SlideReader, x: int, y: int, size: int, mpp: float, cfg: DabConfig, stains: StainVectors
-) -> tuple[np.ndarray, np.ndarray]:
-    """A tile at the working resolution and its evidence image."""
-    out = work_size(size, mpp, cfg)
+    reader: SlideReader,
+    x: int,
+    y: int,
+    size: int,
+    mpp: float,
+    settings: SlideDabSettings,
+    *,
+    cells: SlideCells | None = None,
+    tile_index: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """A tile at the working resolution, its class image and its gate image.
+
+    The tile is read as the scorer read it, so its analysis finds the same cells in the same order
+    as the slide's ``cells.npz``: those rows give the slide's gate verdicts (neighbours across tile
+    borders counted). Where they do not line up (e.g. a slide scored with ``--roi``), the tile is
+    gated on its own and the returned note says so.
+
+    Returns:
+        (tile, class image, gate image, where the gate verdicts came from).
+    """
+    out = work_size(size, mpp, settings.cfg)
     rgb = np.ascontiguousarray(read_tile(reader, x, y, size, size, out, out))
-    return rgb, render_evidence(rgb, stains, cfg, mpp=size * mpp / out)
+    work_mpp = size * mpp / out
+    verdicts, source = None, "the tile alone (no cells.npz)"
+    if cells is not None and tile_index is not None:
+        rows = cells.columns["tile_index"] == tile_index
+        verdicts, source = cells.columns["is_tumour"][rows], "the slide (cells.npz)"
+    try:
+        classes, gate, _ = evidence_images(rgb, settings.stains, settings.cfg, mpp=work_mpp, levels=settings.levels,
+                                           is_tumour=verdicts)  # fmt: skip
+    except ValueError:  # the rows do not line up with this tile's cells
+        source = "the tile alone (its cells differ from cells.npz)"
+        classes, gate, _ = evidence_images(rgb, settings.stains, settings.cfg, mpp=work_mpp, levels=settings.levels)
+    return rgb, classes, gate, source
 
 
 @dataclasses.dataclass
@@ -81,14 +142,16 @@ class PatchEvidence:
 
     Attributes:
         image: the patch at the working resolution.
-        evidence: its evidence image.
-        result: counts per class, means and the patch's class (``DabTileResult.to_dict()``).
+        evidence: its class image.
+        gate: its tumour-gate image.
+        result: tumour-cell counts per class, means, index and the patch's class (``DabTileResult.to_dict()``).
         stains: the stain vectors used.
         mpp: µm/px of ``image``.
     """
 
     image: np.ndarray
     evidence: np.ndarray
+    gate: np.ndarray
     result: dict[str, float]
     stains: StainVectors
     mpp: float
@@ -105,6 +168,5 @@ def patch_evidence(rgb: np.ndarray, mpp: float, cfg: DabConfig | None = None) ->
         image = cv2.resize(image, size, interpolation=interp)
     work_mpp = mpp * rgb.shape[1] / image.shape[1]
     stains = estimate_stain_vectors(image, None, cfg)
-    result = score_tile(image, stains, cfg, mpp=work_mpp)
-    evidence = render_evidence(image, stains, cfg, mpp=work_mpp)
-    return PatchEvidence(image, evidence, result.to_dict(), stains, work_mpp)
+    evidence, gate, analysis = evidence_images(image, stains, cfg, mpp=work_mpp)
+    return PatchEvidence(image, evidence, gate, analysis.result.to_dict(), stains, work_mpp)

@@ -236,13 +236,15 @@ def _explain_dab_patch(
     files: dict[str, Path] = {
         "input": write_image(out / INPUT, evidence.image),
         "evidence": write_image(out / "evidence.png", evidence.evidence),
+        "gate": write_image(out / "gate.png", evidence.gate),
     }
     result = evidence.result
     tile_class = SCORES_4[int(result["tile_class"])]
-    n = int(result["n_cells"])
-    title = f"{Path(image).name}: DAB scorer, {n} cells, patch class {tile_class}"
+    n, n_tumour = int(result["n_cells"]), int(result["n_tumour_cells"])
+    title = f"{Path(image).name}: DAB scorer, {n_tumour} tumour cells of {n}, patch class {tile_class}"
     files["panel"] = panel_figure(
-        out / PANEL, evidence.image, [evidence.evidence], ["evidence: DAB, membranes, cell classes"],
+        out / PANEL, evidence.image, [evidence.evidence, evidence.gate],
+        ["evidence: DAB, membranes, cell classes", "tumour gate: tumour (green) / not (magenta)"],
         title=title, image_title=f"input ({evidence.mpp:.2f} µm/px)", colorbar_label=None, legend=evidence_legend(),
         side_in=5.0,
     )  # fmt: skip

@@ -266,33 +266,38 @@ def _dab_gallery(
     reader: SlideReader, folder: ScoreFolder, name: str, k: int, out: Path, slide_mpp: float
 ) -> dict[str, Any]:
     from wsi_her2.explain.dab import dab_settings, evidence_legend, tile_evidence
+    from wsi_her2.models.dab.slide_cells import SlideCells
 
-    cfg, stains = dab_settings(folder.report)
+    settings = dab_settings(folder.report)
+    cells_file = folder.path / "cells.npz"
+    cells = SlideCells.load(cells_file) if cells_file.exists() else None
     slug = class_slug(name)
     tiles = top_tiles(folder, name, k, extra_columns=tuple(c.key for c in folder.outputs.value_columns))
     folder_out = ensure_dir(out / "tiles" / slug) if tiles else out
     rows: list[list[np.ndarray]] = []
     titles: list[list[str]] = []
     described = []
-    for i, tile in enumerate(tiles):
-        rgb, evidence = tile_evidence(reader, tile.x, tile.y, tile.size, slide_mpp, cfg, stains)
+    for tile in tiles:
+        rgb, evidence, gate, gate_source = tile_evidence(
+            reader, tile.x, tile.y, tile.size, slide_mpp, settings, cells=cells, tile_index=tile.tile_id
+        )
         stem = f"tile-{tile.tile_id:06d}"
         written = [
             write_image(folder_out / f"{stem}.png", rgb),
             write_image(folder_out / f"{stem}_evidence.png", evidence),
+            write_image(folder_out / f"{stem}_gate.png", gate),
         ]
+        n_tumour = int(tile.extra.get("n_tumour_cells", tile.extra.get("n_cells", 0)))
         n_cells = int(tile.extra.get("n_cells", 0))
         label = (f"tile {tile.tile_id} (x {tile.x}, y {tile.y})\n"
-                 f"{tile.value:.0%} of {n_cells} cells {name}; tile {tile.predicted_class}")  # fmt: skip
-        if i % 2 == 0:
-            rows.append([])
-            titles.append([])
-        rows[-1] += [rgb, evidence]
-        titles[-1] += [label, "evidence"]
-        described.append({**tile.to_dict(), "files": [str(p.relative_to(out)) for p in written]})
+                 f"{tile.value:.0%} of {n_tumour} tumour cells {name}; tile {tile.predicted_class}")  # fmt: skip
+        rows.append([rgb, evidence, gate])
+        titles.append([label, "evidence (counted cells by class)", f"tumour gate ({n_tumour} of {n_cells} cells)"])
+        described.append({**tile.to_dict(), "gate_from": gate_source,
+                          "files": [str(p.relative_to(out)) for p in written]})  # fmt: skip
     gallery = out / f"gallery_{slug}.png"
     title = (f"{Path(str(folder.report['slide']['path'])).name}: top {len(tiles)} tiles by fraction of {name} "
-             f"cells; DAB scorer evidence ({stains.source} stain vectors)")  # fmt: skip
+             f"tumour cells; DAB scorer evidence ({settings.stains.source} stain vectors)")  # fmt: skip
     gallery_figure(gallery, rows, titles, title=title, legend=evidence_legend(), side_in=3.2)
     return {"ranked_by": folder.probability_column(name), "gallery": gallery.name, "tiles": described}
 

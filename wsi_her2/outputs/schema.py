@@ -135,10 +135,12 @@ class SummaryField:
     Attributes:
         key: its key in the slide summary (and its summary.csv column).
         label: a human label.
+        percent: a fraction (0-1) shown as a percentage.
     """
 
     key: str
     label: str
+    percent: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -78,8 +78,8 @@ class DabConfig(StageConfig):
             slide's counterstain level over ``reference_hematoxylin_od`` (a uniformly lighter or
             darker slide keeps its classes; :mod:`~wsi_her2.models.dab.intensity`); "none": not.
         reference_hematoxylin_od: the counterstain level (90th percentile of the tissue's
-            hematoxylin OD on the thumbnail) at which the thresholds apply as written: that of the
-            two visible cores (0.155 and 0.153).
+            hematoxylin OD on the tissue mask's thumbnail) at which the thresholds apply as
+            written: that of the two visible cores (0.146 and 0.145).
         intensity_factor_min: the scaling factor is kept at or above this.
         intensity_factor_max: and at or below this (a counterstain far off the reference is more
             likely a different protocol than a thicker section).
@@ -132,7 +132,7 @@ class DabConfig(StageConfig):
     estimate_max_angle_deg: float = 20.0
     estimate_min_separation_deg: float = 20.0
     intensity_reference: str = "hematoxylin"
-    reference_hematoxylin_od: float = 0.154
+    reference_hematoxylin_od: float = 0.1455
     intensity_factor_min: float = 0.7
     intensity_factor_max: float = 1.4
     tumour_gate: TumourGateConfig = dataclasses.field(default_factory=TumourGateConfig)

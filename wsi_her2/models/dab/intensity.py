@@ -4,7 +4,7 @@ Section thickness, scanner exposure and the overall strength of a staining run s
 optical density on a slide together (Beer-Lambert). HER2 itself varies from case to case and
 cannot serve as its own reference, but the hematoxylin counterstain can: the 90th percentile of
 the tissue's hematoxylin OD on the thumbnail (dense nuclei) is nearly the same on the visible
-HER2-0 and HER2-2+ cores (0.155 and 0.153) and moves with a uniformly lighter or darker slide.
+HER2-0 and HER2-2+ cores (0.146 and 0.145) and moves with a uniformly lighter or darker slide.
 The DAB scorer multiplies its nucleus-detection and membrane thresholds by the ratio of this
 slide's value to the reference, within limits, so that a lighter run does not turn faint 1+
 membranes into 0 and a darker one does not turn noise into 1+. A weaker or stronger DAB step

@@ -1,7 +1,10 @@
-"""The DAB scorer as a pipeline model: stain check, slide stain vectors, per-tile work in the workers.
+"""The DAB scorer as a pipeline model: stain check, slide stain vectors and stain level, cells in the workers.
 
-Everything the result folder shows of the DAB scorer beyond what every scorer writes (its cell
-columns, heatmap channels, caveat) is declared here, in :meth:`DabScorer.outputs`.
+The workers measure each tile's cells; once every tile is in, :meth:`DabScorer.finish` sets the
+membrane levels above the slide's own background, gates the tumour cells over the whole slide and
+classes them (:func:`~wsi_her2.models.dab.slide_cells.finish_slide`). Everything the result folder
+shows of the DAB scorer beyond what every scorer writes (its columns, heatmap channels, summary
+fields, the per-cell table, its caveat) is declared here, in :meth:`DabScorer.outputs`.
 """
 
 from __future__ import annotations
@@ -23,13 +26,14 @@ from wsi_her2.models.base import (
     SlideFinish,
     SlideTiles,
     apply_card_geometry,
-    unchanged,
 )
 from wsi_her2.models.dab.config import DabConfig
+from wsi_her2.models.dab.intensity import measure_intensity, scaled_config
+from wsi_her2.models.dab.slide_cells import finish_slide
 from wsi_her2.models.dab.stain import StainVectors, estimate_stain_vectors
 from wsi_her2.models.dab.stain_check import check_stain as measure_stain
-from wsi_her2.models.dab.tile import TILE_KEYS, DabTileFunction
-from wsi_her2.outputs.schema import HeatmapChannel, ScorerOutputs, ValueColumn
+from wsi_her2.models.dab.tile import CELLS_KEY, DabTileFunction
+from wsi_her2.outputs.schema import HeatmapChannel, ScorerOutputs, SummaryField, ValueColumn
 
 if TYPE_CHECKING:
     from wsi_her2.results import PreparedSlide
@@ -40,24 +44,38 @@ FRACTION_KEYS = ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus")
 DAB_TILE_SIZE_UM = 256.0
 KIND = "dab"
 CAVEAT = (
-    "The DAB scorer counts every cell in the scored tissue; the ASCO/CAP guideline scores invasive "
-    "tumour cells only. Outline the invasive tumour (e.g. in QuPath) and pass it with --roi. "
-    "Not validated for clinical use."
+    "The DAB scorer's percentages are over the cells its tumour gate counts as invasive carcinoma, "
+    "judged from nuclear size, shape, chromatin and cohesion without trained weights; it cannot tell "
+    "invasive from in-situ carcinoma or normal glands, and gated stroma or missed tumour cells shift "
+    "the percentages. Check the gate (wsi-her2 explain dab) and outline the invasive tumour with --roi "
+    "where it matters. Not validated for clinical use."
 )
+CELLS_FILE = "cells.npz"
 # The per-tile values in tiles.csv and predictions.geojson, in table order, with their labels.
 VALUE_COLUMNS = (
-    ValueColumn("n_cells", "cells"),
-    ValueColumn("n_cells_0", "cells 0"),
-    ValueColumn("n_cells_1plus", "cells 1+"),
-    ValueColumn("n_cells_2plus", "cells 2+"),
-    ValueColumn("n_cells_3plus", "cells 3+"),
+    ValueColumn("n_cells", "cells detected"),
+    ValueColumn("n_tumour_cells", "tumour cells"),
+    ValueColumn("n_cells_0", "tumour cells 0"),
+    ValueColumn("n_cells_1plus", "tumour cells 1+"),
+    ValueColumn("n_cells_2plus", "tumour cells 2+"),
+    ValueColumn("n_cells_3plus", "tumour cells 3+"),
+    ValueColumn("membrane_index", "membrane index (0-300)"),
     ValueColumn("mean_membrane_dab_od", "mean membrane DAB OD"),
     ValueColumn("mean_completeness", "mean membrane completeness"),
     ValueColumn("dab_area_fraction", "DAB area fraction"),
 )
 HEATMAP_CHANNELS = (
-    HeatmapChannel("mean_membrane_dab_od", "8B4513", (0.0, 0.6)),
-    HeatmapChannel("n_cells", "FFFFFF"),  # 0 to the most cells in a tile
+    HeatmapChannel("membrane_index", "8B4513", (0.0, 300.0)),
+    HeatmapChannel("mean_membrane_dab_od", "A0522D", (0.0, 0.6)),
+    HeatmapChannel("n_tumour_cells", "00A0A0"),  # 0 to the most in a tile
+    HeatmapChannel("n_cells", "FFFFFF"),
+)
+SUMMARY_FIELDS = (
+    SummaryField("membrane_index", "membrane index (0-300, tumour cells)"),
+    SummaryField("n_tumour_cells", "tumour cells"),
+    SummaryField("n_cells_detected", "cells detected"),
+    SummaryField("tumour_cell_share", "tumour share of detected cells", percent=True),
+    SummaryField("fraction_tumour_1plus_or_more", "tumour cells 1+ or more", percent=True),
 )
 
 
@@ -83,6 +101,8 @@ class DabScorer:
         """Use ``cfg`` (defaults when None)."""
         self.cfg = cfg or DabConfig()
         self.stains: StainVectors | None = None
+        # The settings with this slide's stain level applied (set by prepare()).
+        self.slide_cfg = self.cfg
 
     def grid_config(self, requested: GridConfig, user_set: frozenset[str]) -> GridConfig:
         """256-µm tiles: 512 px at the scorer's 0.5 µm/px."""
@@ -107,35 +127,55 @@ class DabScorer:
                 "or --no-stain-check if this is IHC",
             )
         self.stains = estimate_stain_vectors(thumb, mask.mask, self.cfg)
-        return {"stain_check": verdict.to_dict(), "stain_vectors": self.stains.to_dict()}
+        tissue = mask.mask if mask.thumbnail is not None else None
+        intensity = measure_intensity(thumb, tissue, self.stains, self.cfg)
+        self.slide_cfg = scaled_config(self.cfg, intensity)
+        return {
+            "stain_check": verdict.to_dict(),
+            "stain_vectors": self.stains.to_dict(),
+            "stain_intensity": intensity.to_dict(),
+        }
 
     def tile_function(self, prepared: PreparedSlide, output_size_px: int) -> DabTileFunction:
         """The per-tile cell analysis, run in the loader's worker processes."""
         if self.stains is None:
             raise RuntimeError("prepare() must run before tile_function()")
         mpp = prepared.grid.tile_size_px * prepared.info.mpp / output_size_px
-        return DabTileFunction(self.stains, self.cfg, mpp)
+        return DabTileFunction(self.stains, self.slide_cfg, mpp)
 
     def submit(self, batch: TileBatch) -> ReadyResult:
-        """Collect the workers' measurements of the kept tiles."""
+        """Keep the workers' cells of the kept tiles; the classes come once the slide is in (finish)."""
         rows = np.flatnonzero(batch.kept)
-        measurements = {key: batch.measurements[key][rows] for key in TILE_KEYS if key in batch.measurements}
-        n = len(rows)
-        if not measurements:
-            measurements = {key: np.full(n, np.nan) for key in TILE_KEYS}
-        cells = measurements["n_cells"]
-        probabilities = np.stack([measurements[k] for k in FRACTION_KEYS], axis=1).astype(np.float32)
-        probabilities[~(cells > 0)] = np.nan  # no cells, no result
+        n_cells = batch.measurements.get("n_cells", np.full(len(batch), np.nan))[rows]
+        probabilities = np.full((len(rows), len(self.classes)), np.nan, np.float32)
         arrays = {key: [values[i] for i in rows] for key, values in batch.tile_arrays.items()}
-        return ReadyResult(BatchResult(probabilities, measurements, arrays))
+        return ReadyResult(BatchResult(probabilities, {"n_cells": n_cells}, arrays))
 
     def finish(self, tiles: SlideTiles, prepared: PreparedSlide) -> SlideFinish:
-        """Every tile is scored on its own: nothing to revise."""
-        return unchanged(tiles)
+        """One background, one tumour gate and one set of cell classes for the whole slide."""
+        cells = tiles.tile_arrays.get(CELLS_KEY, [])
+        measured = [i for i, arrays in enumerate(cells) if arrays is not None]
+        outputs = [{key: values[i] for key, values in tiles.tile_arrays.items()} for i in measured]
+        grid, mask = prepared.grid, prepared.mask
+        done = finish_slide(
+            measured, grid.x.astype(np.float64), grid.y.astype(np.float64), outputs, len(grid),
+            float(prepared.info.mpp), self.slide_cfg, tissue_mask=(mask.mask, mask.scale_x, mask.scale_y),
+        )  # fmt: skip
+        values = done.tile_values
+        probabilities = np.stack([values[k] for k in FRACTION_KEYS], axis=1).astype(np.float32)
+        probabilities[~(values["n_tumour_cells"] > 0)] = np.nan  # no tumour cells, no result
+        measurements = {**tiles.measurements, **values}
+        summary = dict(done.summary)
+        fractions = summary["tumour_cells"]["fractions"]
+        summary["fraction_tumour_1plus_or_more"] = fractions["1+"] + fractions["2+"] + fractions["3+"]
+        table = {**done.cells.columns, "meta": np.asarray(done.cells.meta_json())}
+        return SlideFinish(probabilities, measurements, summary, {CELLS_FILE: table})
 
     def outputs(self) -> ScorerOutputs:
-        """Cell fractions per class, cell counts and membrane measurements per tile."""
-        return ScorerOutputs("fraction_cells", VALUE_COLUMNS, HEATMAP_CHANNELS, caveat=CAVEAT)
+        """Tumour-cell fractions per class, cell counts, the membrane index and membrane measurements."""
+        return ScorerOutputs(
+            "fraction_cells", VALUE_COLUMNS, HEATMAP_CHANNELS, SUMMARY_FIELDS, files=(CELLS_FILE,), caveat=CAVEAT
+        )
 
     def identity(self) -> dict[str, Any]:
         """What scored the slide."""

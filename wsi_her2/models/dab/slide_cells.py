@@ -58,29 +58,16 @@ class SlideCells:
     def __len__(self) -> int:
         return len(self.columns["x_level0_px"])
 
-    def save(self, path: str | Path) -> Path:
-        """Write ``cells.npz`` (compressed; the levels go in as a JSON string) through a temporary name."""
+    def meta_json(self) -> str:
+        """The levels and the gate's reference as JSON (stored beside the columns in ``cells.npz``)."""
         import json
-        import os
 
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        meta = json.dumps(
-            {
-                "levels": self.levels.to_dict(),
-                "gate_reference_h_od": self.gate_reference_h_od,
-                "coordinate_space": "level-0 pixels",
-            }
-        )
-        with open(tmp, "wb") as handle:
-            arrays = {"meta": np.asarray(meta), **self.columns}
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-        return path
+        return json.dumps({"levels": self.levels.to_dict(), "gate_reference_h_od": self.gate_reference_h_od,
+                           "coordinate_space": "level-0 pixels"})  # fmt: skip
 
     @classmethod
     def load(cls, path: str | Path) -> SlideCells:
-        """Read a ``cells.npz`` written by :meth:`save`."""
+        """Read a slide's ``cells.npz`` (as ``wsi-her2 score`` writes it)."""
         import json
 
         with np.load(path, allow_pickle=False) as data:
@@ -307,14 +294,15 @@ def score_image(
     from wsi_her2.models.dab.tile import measure_tile
 
     mpp = float(mpp if mpp is not None else cfg.work_mpp)
-    # The counterstain level on a ~4 µm/px view, as the pipeline measures it on the thumbnail.
+    # The counterstain level on a ~4 µm/px view with its tissue mask, as the pipeline measures it.
+    from wsi_her2.config import TissueConfig
+    from wsi_her2.tissue import tissue_mask_from_rgb
+
     step = max(1, round(4.0 / mpp))
-    thumb = cv2.resize(
-        np.ascontiguousarray(rgb[..., :3]),
-        (max(1, rgb.shape[1] // step), max(1, rgb.shape[0] // step)),
-        interpolation=cv2.INTER_AREA,
-    )
-    intensity = measure_intensity(thumb, None, stains, cfg)
+    small = (max(1, rgb.shape[1] // step), max(1, rgb.shape[0] // step))
+    thumb = cv2.resize(np.ascontiguousarray(rgb[..., :3]), small, interpolation=cv2.INTER_AREA)
+    mask, _, _ = tissue_mask_from_rgb(thumb, mpp * rgb.shape[1] / small[0], TissueConfig())
+    intensity = measure_intensity(thumb, mask if mask.any() else None, stains, cfg)
     cfg = scaled_config(cfg, intensity)
     h, w = rgb.shape[:2]
     xs, ys, measured, outputs = [], [], [], []
