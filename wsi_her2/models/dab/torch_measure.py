@@ -129,7 +129,7 @@ def _ring_sectors(
     angle = torch.atan2(ry - stats.cy[owner], rx - stats.cx[owner])
     sector = ((angle + math.pi) * (n_sec / (2 * math.pi))).long() % n_sec
     n_cells = len(stats.area)
-    sec_max = torch.full((n_cells * n_sec,), -math.inf, device=dab_od.device)
+    sec_max = torch.full((n_cells * n_sec,), -math.inf, dtype=torch.float32, device=dab_od.device)
     sec_max.scatter_reduce_(0, owner * n_sec + sector, dab_peak.view(n, -1)[t, pix], "amax")
     sec_max = sec_max.view(n_cells, n_sec)
     n_present = torch.isfinite(sec_max).sum(dim=1)
