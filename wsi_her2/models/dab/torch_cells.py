@@ -12,6 +12,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+# cells.py's own constants, so that the two paths cannot drift apart.
+from wsi_her2.models.dab.cells import _CLOSE_UM, _CLUSTER_NUCLEI, _COMPACT_SIGMA_UM
 from wsi_her2.models.dab.config import DabConfig
 from wsi_her2.models.dab.torch_ops import (
     chamfer_nearest,
@@ -25,10 +27,6 @@ from wsi_her2.models.dab.torch_ops import (
     resize_linear,
 )
 
-# The same constants as cells.py.
-_CLUSTER_NUCLEI = 4
-_COMPACT_SIGMA_UM = 1.0
-_CLOSE_UM = 1.5
 # A distance standing for "no seed within the searched radius" (finite, so that resizing stays finite).
 _FAR_PX = 1e6
 

@@ -63,15 +63,13 @@ import numpy as np
 import torch
 
 from wsi_her2.models.dab.background import BIN_OD, N_BINS
+from wsi_her2.models.dab.cells import _INTERIOR_UM
 from wsi_her2.models.dab.config import DabConfig
 from wsi_her2.models.dab.stain import _OD_LUT, StainVectors
 from wsi_her2.models.dab.tile import BACKGROUND_KEY, CELL_COLUMNS, CELLS_KEY, DAB_HIST_KEY, SECTORS_KEY
 from wsi_her2.models.dab.torch_cells import NucleusStats, find_nuclei, nucleus_stats
 from wsi_her2.models.dab.torch_ops import chamfer_nearest, dilate_3x3, dilate_disk, dilate_mask, erode_disk, erode_mask
 from wsi_her2.models.dab.torch_ops import gaussian_blur as blur
-
-# The same cuts as cells.py (kept there as private constants).
-_INTERIOR_UM = 1.5
 
 
 def deconvolve_torch(rgb: torch.Tensor, stains: StainVectors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
