@@ -14,4 +14,7 @@ run() { echo; echo "== $*" | tee -a "$OUT/log.txt"; timeout "${STEP_TIMEOUT:-200
 run python3 benchmarks/bench_score.py --device cuda --workers 14 --repeat-grid 12 ${COMPILE:---compile} --seconds 5 --json "$OUT/score_gpu.json"
 run python3 benchmarks/gpu_checks.py
 run python3 benchmarks/bench_tiling.py --workers 14 --repeat 1
+# ---- DAB scorer on the GPU (issue 12, item 2): torch path tiles/s against the numpy path per core, and agreement ----
+run python3 benchmarks/bench_dab_gpu.py --device cuda --batch 32 64 128 --seconds 3 --json "$OUT/dab_gpu.json"
+# ---- end of the DAB scorer on the GPU ----
 echo "== done" | tee -a "$OUT/log.txt"

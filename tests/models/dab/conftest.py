@@ -237,3 +237,15 @@ def restain(
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(out, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
     assert ok
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Torch on one thread: its CPU kernels on many small ops lose far more to thread hand-offs on a
+    busy 2-core machine than they gain (the torch DAB tests take 5x longer on two threads there)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -9,7 +9,7 @@ tile's tumour cells: the values the tile table, heatmap and report carry.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ from wsi_her2.models.dab.classify import MembraneThresholds, classify_cells, mem
 from wsi_her2.models.dab.config import DabConfig
 from wsi_her2.models.dab.gate import TumourGate, gate_tumour_cells
 from wsi_her2.models.dab.tile import CELL_COLUMNS, TILE_KEYS, classify_cell_counts, tile_values
+
+# Measures a list of same-shape tiles (stains, cfg, mpp) as measure_tile measures one.
+MeasureTiles = Callable[[list[np.ndarray], Any, DabConfig, float], list[dict[str, Any]]]
 
 # The columns of cells.npz, in order (positions in level-0 pixels, as every output of wsi-her2).
 SAVED_COLUMNS: tuple[str, ...] = (
@@ -275,6 +278,7 @@ def score_image(
     mpp: float | None = None,
     tile_px: int = 512,
     min_tissue_fraction: float = 0.5,
+    measure_tiles: MeasureTiles | None = None,
 ) -> SlideDab:
     """Score an in-memory image as the pipeline scores a slide: tiles, one background, one gate.
 
@@ -285,6 +289,9 @@ def score_image(
         mpp: the image's exact µm/px (default ``cfg.work_mpp``).
         tile_px: tile side; edge tiles under a quarter of it are skipped.
         min_tissue_fraction: tiles with less tissue (mean OD above ``cfg.tissue_min_od``) are skipped.
+        measure_tiles: measures a list of tiles of one shape, as ``measure_tile`` measures one
+            (e.g. :func:`~wsi_her2.models.dab.torch_measure.measure_tile_list`); None runs
+            ``measure_tile`` on each tile.
 
     Returns:
         As :func:`finish_slide`, with "level-0" meaning this image's pixels.
@@ -305,7 +312,7 @@ def score_image(
     intensity = measure_intensity(thumb, mask if mask.any() else None, stains, cfg)
     cfg = scaled_config(cfg, intensity)
     h, w = rgb.shape[:2]
-    xs, ys, measured, outputs = [], [], [], []
+    xs, ys, measured, tiles = [], [], [], []
     for y in range(0, h, tile_px):
         for x in range(0, w, tile_px):
             tile = np.ascontiguousarray(rgb[y : y + tile_px, x : x + tile_px, :3])
@@ -316,7 +323,15 @@ def score_image(
             if (optical_density(tile).mean(axis=2) > cfg.tissue_min_od).mean() < min_tissue_fraction:
                 continue
             measured.append(len(xs) - 1)
-            outputs.append(measure_tile(tile, stains, cfg, mpp))
+            tiles.append(tile)
+    if measure_tiles is None:
+        outputs = [measure_tile(tile, stains, cfg, mpp) for tile in tiles]
+    else:
+        outputs = [{} for _ in tiles]
+        for shape in dict.fromkeys(t.shape for t in tiles):  # edge tiles are smaller: one call per shape
+            same = [i for i, t in enumerate(tiles) if t.shape == shape]
+            for i, out in zip(same, measure_tiles([tiles[i] for i in same], stains, cfg, mpp), strict=True):
+                outputs[i] = out
     done = finish_slide(measured, np.asarray(xs, np.float64), np.asarray(ys, np.float64), outputs, len(xs), mpp, cfg)
     done.summary["stain_intensity"] = intensity.to_dict()
     return done
