@@ -87,7 +87,7 @@ OPTIONS: tuple[Option, ...] = (
     _opt("model", "--model", SCORING, "model", default="dab", show_default=True,
          help="'dab' (weight-free IHC scorer) or a checkpoint folder / .safetensors file from `wsi-her2 train`."),
     _opt("device", "--device", SCORING, "inference.device", default="auto", show_default=True,
-         help="auto, cpu, cuda, cuda:N or mps (trained models only)."),
+         help="auto, cpu, cuda, cuda:N or mps; the DAB scorer runs on cpu or cuda (auto: a GPU when present)."),
     _opt("device", "--device", (EXPLAIN,), "inference.device", default="auto", show_default=True,
          help="auto, cpu, cuda, cuda:N or mps."),
     _opt("batch_size", "--batch-size", SCORING, "inference.batch_size", type=click.IntRange(1), default=None,

@@ -169,11 +169,23 @@ def test_roi_restricts_scoring_and_reports_the_area(run_cli, tmp_path: Path) -> 
     assert xs.min() >= 0 and xs.max() <= 3072 and report["tiles"]["scored"] <= 9
 
 
+@pytest.mark.models
+def test_dab_scorer_on_a_missing_gpu_is_a_device_error(run_cli, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present: the DAB scorer would run on it")
+    image = fixture_path("ihc", "her2-tma-core-score0.jpg")
+    result = run_cli("score", image, "--mpp", "0.25", "-o", tmp_path / "out", "--device", "cuda")
+    assert result.exit_code == 9 and "CUDA" in result.stderr and "--device cpu" in result.stderr
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
 @pytest.mark.parametrize(
     ("args", "code", "words"),
     [
         (["--model", "/nonexistent/ckpt"], 3, "checkpoint not found"),
-        (["--model", "dab", "--device", "cuda", "--rule", "cells"], 0, ""),
+        (["--model", "dab", "--device", "cpu", "--rule", "cells"], 0, ""),
         (["--rule", "bogus"], 2, "bogus"),
     ],
 )

@@ -27,7 +27,8 @@ def load_scorer(model: str | Path = DEFAULT_MODEL, *, inference: Any = None, dab
 
     Args:
         model: "dab" (the default, no weights) or a checkpoint path.
-        inference: :class:`~wsi_her2.config.InferenceConfig` for trained models.
+        inference: :class:`~wsi_her2.config.InferenceConfig`: device, batch size, precision of trained
+            models; its device also places the DAB scorer (CPU workers, or the GPU).
         dab: :class:`~wsi_her2.models.dab.DabConfig` for the DAB scorer.
 
     Raises:
@@ -37,7 +38,7 @@ def load_scorer(model: str | Path = DEFAULT_MODEL, *, inference: Any = None, dab
     if _is_dab(model):
         from wsi_her2.models.dab.scorer import DabScorer
 
-        return DabScorer(dab)
+        return DabScorer(dab, device=getattr(inference, "device", "cpu"))
     from wsi_her2.models.card import resolve_checkpoint
 
     resolve_checkpoint(model)  # a missing checkpoint is exit 3 on every install, with or without torch

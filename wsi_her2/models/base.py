@@ -118,8 +118,16 @@ class TileScorer(Protocol):
     classes: tuple[str, ...]
     stain: str
     label_granularity: str | None
-    needs_pixels: bool
-    batch_size: int | None
+
+    @property
+    def needs_pixels(self) -> bool:
+        """The loader must return the tiles' pixels (False: the tile function does the work)."""
+        ...
+
+    @property
+    def batch_size(self) -> int | None:
+        """Tiles per loader batch (None: the loader's setting)."""
+        ...
     max_in_flight: int
     explanation: str
 

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from tests.conftest import require_models
+
+require_models()
+
 import torch
 from scipy.spatial import cKDTree
 
@@ -161,3 +166,29 @@ def test_bad_tiles_masks_and_mpp_raise_value_error() -> None:
     with pytest.raises(ValueError, match="mpp"):
         measure_tiles_torch(torch.zeros((1, 64, 64, 3), dtype=torch.uint8), STAINS, CFG, 0.0)
     assert measure_tiles_torch(torch.zeros((0, 64, 64, 3), dtype=torch.uint8), STAINS, CFG, MPP) == []
+
+
+@pytest.mark.models
+def test_the_scorer_s_gpu_code_path_scores_a_real_core_like_the_workers(tmp_path) -> None:
+    # The pipeline with the pixels handed to the batched torch measurement (CPU tensors here, CUDA on a
+    # GPU): the same slide score and tumour-cell fractions within the stated tolerance.
+    import json
+
+    from tests.conftest import fixture_path
+    from wsi_her2.models.dab.scorer import DabScorer
+    from wsi_her2.pipeline import run_score
+    from wsi_her2.settings import ScoreSettings
+
+    core = fixture_path("ihc", "her2-tma-core-score2plus.jpg")
+    settings = ScoreSettings(loader=ScoreSettings().loader.replace(workers=0))
+    on_cpu = run_score(core, tmp_path / "cpu", settings, mpp=0.25, scorer=DabScorer())
+    torch_scorer = DabScorer()
+    torch_scorer.torch_device = "cpu"
+    on_torch = run_score(core, tmp_path / "torch", settings, mpp=0.25, scorer=torch_scorer)
+    assert on_torch.score.score == on_cpu.score.score == "2+"
+    a, b = on_cpu.scorer_summary, on_torch.scorer_summary
+    for cls in ("0", "1+", "2+", "3+"):
+        assert abs(a["tumour_cells"]["fractions"][cls] - b["tumour_cells"]["fractions"][cls]) < 0.01
+    assert abs(a["membrane_index"] - b["membrane_index"]) < 2
+    report = json.loads((tmp_path / "torch" / "report.json").read_text())
+    assert report["runtime"]["cell_analysis"].startswith("batched torch")

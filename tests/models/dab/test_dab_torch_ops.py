@@ -5,6 +5,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
+from tests.conftest import require_models
+
+require_models()
+
 import torch
 
 from wsi_her2.models.dab import torch_ops

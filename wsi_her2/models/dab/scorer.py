@@ -92,14 +92,29 @@ class DabScorer:
     classes = SCORES_4
     stain = "ihc"
     label_granularity: str | None = None
-    needs_pixels = False  # the cell analysis runs in the loader's workers
     max_in_flight = 1
-    batch_size: int | None = 16  # ~25 ms of cell analysis per tile: small batches keep progress smooth
     explanation = EVIDENCE
 
-    def __init__(self, cfg: DabConfig | None = None) -> None:
-        """Use ``cfg`` (defaults when None)."""
+    def __init__(self, cfg: DabConfig | None = None, *, device: str = "cpu") -> None:
+        """Use ``cfg`` (defaults when None) on ``device``.
+
+        Args:
+            cfg: the scorer's settings.
+            device: "cpu" (OpenCV in the loader's workers), "cuda"/"cuda:N" (the batched torch
+                measurement on the GPU, :mod:`~wsi_her2.models.dab.torch_measure`), or "auto"
+                (CUDA when torch sees a GPU, else the CPU).
+
+        Raises:
+            DeviceError: CUDA was asked for and is absent. ConfigError: another device was asked for.
+        """
         self.cfg = cfg or DabConfig()
+        self.device = _resolve_device(device)
+        # Where the batched torch measurement runs; None: OpenCV in the workers. (Tests set "cpu" to
+        # run the GPU code path on CPU tensors.)
+        self.torch_device: str | None = None if self.device == "cpu" else self.device
+        self._tile_mpp = self.cfg.work_mpp  # the delivered tiles' µm/px, the grid and ROI (tile_function sets them)
+        self._grid: Any = None
+        self._roi: Any = None
         self.stains: StainVectors | None = None
         # The settings with this slide's stain level applied (set by prepare()).
         self.slide_cfg = self.cfg
@@ -136,20 +151,59 @@ class DabScorer:
             "stain_intensity": intensity.to_dict(),
         }
 
-    def tile_function(self, prepared: PreparedSlide, output_size_px: int) -> DabTileFunction:
-        """The per-tile cell analysis, run in the loader's worker processes."""
+    @property
+    def needs_pixels(self) -> bool:
+        """On the CPU the workers analyse the tiles; on a GPU the loader hands the pixels over."""
+        return self.torch_device is not None
+
+    @property
+    def batch_size(self) -> int:  # type: ignore[override]
+        """Small batches keep CPU progress smooth (~20 ms of analysis per tile); a GPU wants many tiles at once."""
+        return 64 if self.needs_pixels else 16
+
+    def tile_function(self, prepared: PreparedSlide, output_size_px: int) -> DabTileFunction | None:
+        """The per-tile cell analysis, run in the loader's worker processes (None on a GPU: :meth:`submit` does it)."""
         if self.stains is None:
             raise RuntimeError("prepare() must run before tile_function()")
-        mpp = prepared.grid.tile_size_px * prepared.info.mpp / output_size_px
-        return DabTileFunction(self.stains, self.slide_cfg, mpp)
+        self._tile_mpp = prepared.grid.tile_size_px * prepared.info.mpp / output_size_px
+        self._grid, self._roi = prepared.grid, prepared.roi
+        if self.needs_pixels:
+            return None
+        return DabTileFunction(self.stains, self.slide_cfg, self._tile_mpp)
 
     def submit(self, batch: TileBatch) -> ReadyResult:
-        """Keep the workers' cells of the kept tiles; the classes come once the slide is in (finish)."""
+        """Keep the kept tiles' cells (measured on the GPU here, or by the workers); classes come in finish."""
         rows = np.flatnonzero(batch.kept)
-        n_cells = batch.measurements.get("n_cells", np.full(len(batch), np.nan))[rows]
         probabilities = np.full((len(rows), len(self.classes)), np.nan, np.float32)
+        if self.needs_pixels:
+            measured = self._measure_on_device(batch, rows)
+            arrays = {key: [m[key] for m in measured] for key in (measured[0] if measured else {}) if key != "n_cells"}
+            n_cells = np.array([m["n_cells"] for m in measured], np.float64)
+            return ReadyResult(BatchResult(probabilities, {"n_cells": n_cells}, arrays))
+        n_cells = batch.measurements.get("n_cells", np.full(len(batch), np.nan))[rows]
         arrays = {key: [values[i] for i in rows] for key, values in batch.tile_arrays.items()}
         return ReadyResult(BatchResult(probabilities, {"n_cells": n_cells}, arrays))
+
+    def _measure_on_device(self, batch: TileBatch, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The batched torch measurement of the kept tiles (the loader's pixels are copied at once)."""
+        import torch
+
+        from wsi_her2.models.dab.torch_measure import measure_tiles_torch
+
+        if len(rows) == 0 or batch.images is None or self.stains is None:
+            return []
+        tiles = torch.from_numpy(np.ascontiguousarray(batch.images[rows])).to(self.torch_device)
+        masks: torch.Tensor | None = None
+        if self._roi is not None:
+            from wsi_her2.roi import rasterize
+
+            size = tiles.shape[1]
+            scale = self._grid.tile_size_px / size
+            masks = torch.from_numpy(np.stack([
+                rasterize(self._roi, (size, size), scale, scale, offset_xy=(int(self._grid.x[i]), int(self._grid.y[i])))
+                for i in batch.indices[rows]
+            ])).to(self.torch_device)  # fmt: skip
+        return measure_tiles_torch(tiles, self.stains, self.slide_cfg, self._tile_mpp, masks)
 
     def finish(self, tiles: SlideTiles, prepared: PreparedSlide) -> SlideFinish:
         """One background, one tumour gate and one set of cell classes for the whole slide."""
@@ -204,11 +258,37 @@ class DabScorer:
         return dab_fingerprint(self.cfg)
 
     def runtime(self) -> dict[str, Any]:
-        """The cell analysis runs on the CPU, in the loader's workers."""
-        return {"device": "cpu"}
+        """Where the cell analysis ran."""
+        if self.torch_device is None:
+            return {"device": "cpu", "cell_analysis": "OpenCV in the loader's worker processes"}
+        return {"device": self.torch_device, "cell_analysis": "batched torch (torch_measure)"}
 
     def set_cpu_threads(self, threads: int) -> None:
         """OpenCV's threads are the caller's to set; nothing else here."""
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _resolve_device(device: str) -> str:
+    """The DAB scorer's device for a ``--device`` value: "cpu" or a CUDA device (nothing else runs it)."""
+    from wsi_her2.errors import ConfigError
+
+    if device == "cpu":
+        return "cpu"
+    if device == "auto":
+        try:
+            import torch
+        except ImportError:  # the default install: the CPU path needs no torch
+            return "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        from wsi_her2.extras import require_torch
+
+        require_torch("the DAB scorer on a GPU needs")
+        from wsi_her2.device import resolve_device
+
+        return str(resolve_device(device))
+    raise ConfigError(
+        f"the DAB scorer runs on the CPU or a CUDA GPU, not on {device!r}", hint="use --device cpu or cuda"
+    )
