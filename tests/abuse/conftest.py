@@ -61,3 +61,43 @@ def small_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_synthetic_slide(path, width=2048, height=2048, mpp=0.5, stain="ihc", tissue_map=np.ones((4, 4), bool),
                           downsamples=(1, 4), seed=1)  # fmt: skip
     return path
+
+
+@dataclass
+class CliResult:
+    """An in-process command: exit code and what it printed."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def message_lines(self) -> list[str]:
+        """The non-empty stderr lines."""
+        return [line for line in self.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``wsi-her2 ARGS`` in this process, through the guard the console script uses (fast, no subprocess)."""
+    from wsi_her2_cli.errors import run_guarded
+    from wsi_her2_cli.main import cli as group
+
+    def run(*args: object) -> CliResult:
+        capsys.readouterr()
+        code = run_guarded(group, [str(a) for a in args])
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run
+
+
+def assert_one_line(result: CliResult | Run, exit_code: int, *needles: str) -> str:
+    """The command failed with ``exit_code`` and one line on stderr that holds every needle."""
+    assert result.exit_code == exit_code, result.stderr[-3000:]
+    lines = result.message_lines
+    assert len(lines) == 1 and lines[0].startswith("wsi-her2: error: "), result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
