@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from wsi_her2.errors import ModelError
+from wsi_her2.errors import ConfigError, ModelError
 from wsi_her2.models.card import CARD_FILE, WEIGHTS_FILE, ModelCard, file_sha256, read_card
 from wsi_her2.models.registry import Her2Classifier, create_model
 from wsi_her2.outputs.atomic import atomic_path, ensure_dir, write_json
@@ -49,7 +49,10 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"{weights} is not a readable safetensors file ({exc})") from exc
-    model = create_model(card.architecture, card.num_classes, hidden=card.head_hidden, dropout=card.head_dropout)
+    try:
+        model = create_model(card.architecture, card.num_classes, hidden=card.head_hidden, dropout=card.head_dropout)
+    except ConfigError as exc:  # an architecture this version does not have: the checkpoint's problem
+        raise ModelError(f"the model card of {weights.parent} names {exc.message}", hint=exc.hint) from exc
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
