@@ -54,7 +54,7 @@ def limited() -> Callable[..., Run]:
 
 @pytest.fixture(scope="session")
 def small_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2048 x 2048 IHC SVS at 0.5 µm/px, tissue everywhere: four 256-µm tiles for the DAB scorer."""
+    """A 2048 x 2048 IHC SVS at 0.5 µm/px, tissue everywhere: 16 tiles of 256 µm for the DAB scorer."""
     from wsi_her2.synthetic import write_synthetic_slide
 
     path = tmp_path_factory.mktemp("abuse-slide") / "small.svs"

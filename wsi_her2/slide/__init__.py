@@ -5,6 +5,7 @@ Arrays returned by readers may be shared with the reader's cache: treat them as 
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 from typing import Literal
@@ -50,8 +51,16 @@ __all__ = [
 def _check_path(path: Path) -> Path:
     if not path.exists():
         if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11-3.12 raise this for a loop; 3.13 an OSError
+                why = "which leads round a loop of links"
+            except OSError as exc:
+                why = "which leads round a loop of links" if exc.errno == errno.ELOOP else "which does not exist"
+            else:
+                why = "which cannot be followed"
             raise InputNotFoundError(
-                f"slide not found: {path} is a symbolic link to {os.readlink(path)}, which does not exist",
+                f"slide not found: {path} is a symbolic link to {os.readlink(path)}, {why}",
                 hint="check the link's target",
             )
         raise InputNotFoundError(f"slide not found: {path}", hint="check the path")
