@@ -97,6 +97,7 @@ def test_a_pickle_named_model_safetensors_is_refused_and_never_loaded(
     assert_one_line(_score(cli, small_slide, folder, tmp_path / "out"), 7, "not a readable safetensors file")
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_pickled_pretrained_weights_never_run(tmp_path: Path, marker: Path) -> None:
     """`train --pretrained-weights` reads .pth files with torch's weights-only unpickler."""
     from wsi_her2.errors import ModelError
