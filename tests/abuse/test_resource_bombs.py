@@ -40,42 +40,32 @@ def _one_strip_200k(folder: Path) -> Path:
     return craft.one_strip_tiff(folder / "one-strip-200k.tif", 200_000, 200_000, b"\x78\x9c" + b"\x00" * 64)
 
 
+def _one_tile_listed(path: Path, side: int, tile: int, *, compression: int = 1) -> Path:
+    """A ``side``-px square image in ``tile``-px tiles of which the file lists one (66 or 768 bytes)."""
+    tags = craft.rgb_tags(side, side, compression=compression)
+    data = b"\x78\x9c" + b"\x00" * 64 if compression == 8 else b"\x80" * 768
+    tags.update({craft.TILE_WIDTH: (craft.LONG, [tile]), craft.TILE_LENGTH: (craft.LONG, [tile]),
+                 craft.TILE_OFFSETS: (craft.LONG, [8]), craft.TILE_COUNTS: (craft.LONG, [len(data)])})  # fmt: skip
+    path.write_bytes(craft.tiff_bytes([tags], data))
+    return path
+
+
 def _absurd_tile_count(folder: Path) -> Path:
     # 1,048,576 x 1,048,576 px in 16-px tiles: 4.3 billion tiles, one listed.
-    tags = craft.rgb_tags(1 << 20, 1 << 20)
-    tags.update({craft.TILE_WIDTH: (craft.LONG, [16]), craft.TILE_LENGTH: (craft.LONG, [16]),
-                 craft.TILE_OFFSETS: (craft.LONG, [8]), craft.TILE_COUNTS: (craft.LONG, [768])})  # fmt: skip
-    path = folder / "absurd-tile-count.tif"
-    path.write_bytes(craft.tiff_bytes([tags], b"\x80" * 768))
-    return path
+    return _one_tile_listed(folder / "absurd-tile-count.tif", 1 << 20, 16)
 
 
 def _side_beyond_tiff(folder: Path) -> Path:
-    tags = craft.rgb_tags(4_000_000_000, 4_000_000_000)
-    tags.update({craft.TILE_WIDTH: (craft.LONG, [16]), craft.TILE_LENGTH: (craft.LONG, [16]),
-                 craft.TILE_OFFSETS: (craft.LONG, [8]), craft.TILE_COUNTS: (craft.LONG, [768])})  # fmt: skip
-    path = folder / "four-billion-px.tif"
-    path.write_bytes(craft.tiff_bytes([tags], b"\x80" * 768))
-    return path
+    return _one_tile_listed(folder / "four-billion-px.tif", 4_000_000_000, 16)
 
 
 def _huge_tile(folder: Path) -> Path:
-    tags = craft.rgb_tags(65536, 65536, compression=8)
-    tags.update({craft.TILE_WIDTH: (craft.LONG, [65536]), craft.TILE_LENGTH: (craft.LONG, [65536]),
-                 craft.TILE_OFFSETS: (craft.LONG, [8]), craft.TILE_COUNTS: (craft.LONG, [66])})  # fmt: skip
-    path = folder / "one-65536-px-tile.tif"
-    path.write_bytes(craft.tiff_bytes([tags], b"\x78\x9c" + b"\x00" * 64))
-    return path
+    return _one_tile_listed(folder / "one-65536-px-tile.tif", 65536, 65536, compression=8)
 
 
 def _too_few_tiles(folder: Path) -> Path:
     # A plausible 4096 x 4096 image in 16-px tiles (65,536 of them) that lists one: reads past the list.
-    tags = craft.rgb_tags(4096, 4096)
-    tags.update({craft.TILE_WIDTH: (craft.LONG, [16]), craft.TILE_LENGTH: (craft.LONG, [16]),
-                 craft.TILE_OFFSETS: (craft.LONG, [8]), craft.TILE_COUNTS: (craft.LONG, [768])})  # fmt: skip
-    path = folder / "too-few-tiles.tif"
-    path.write_bytes(craft.tiff_bytes([tags], b"\x80" * 768))
-    return path
+    return _one_tile_listed(folder / "too-few-tiles.tif", 4096, 16)
 
 
 def _counts_past_the_end(folder: Path) -> Path:
@@ -295,3 +285,16 @@ def test_the_openslide_backend_refuses_tiles_it_would_decode_into_gigabytes(tmp_
     for backend in ("openslide", "auto"):
         run = run_limited("info", slide, "--backend", backend)
         assert_refused(run, "stored tiles of 16384 x 16384 pixels")
+
+
+@pytest.mark.parametrize(
+    "description", ["Aperio Image Library|MPP = abc|AppMag = inf", "Aperio|MPP = nan|AppMag = 1e999"]
+)
+def test_metadata_that_is_not_a_number_leaves_the_value_unknown(tmp_path: Path, description: str) -> None:
+    slide = _honest_svs(tmp_path / "odd-metadata.svs", lies={0: {craft.DESCRIPTION: (craft.ASCII, description)}})
+    run = run_limited("info", slide, "--json")
+    assert run.exit_code == 0, run.stderr
+    info = json.loads(run.stdout)
+    assert info["mpp_x"] is None and info["metadata_mpp"] is None and info["objective_power"] is None
+    run = run_limited("score", slide, "-o", tmp_path / "out", "--quiet")
+    assert run.exit_code == 5 and "--mpp" in run.message_lines[0]

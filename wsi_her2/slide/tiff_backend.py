@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ import numpy as np
 import tifffile
 
 from wsi_her2.errors import MalformedSlideError, SlideReadError
-from wsi_her2.slide.base import LevelInfo, SlideInfo, finite_float, resolve_mpp
+from wsi_her2.slide.base import LevelInfo, SlideInfo, resolve_mpp
 from wsi_her2.slide.limits import check_levels, check_stream_size
+from wsi_her2.slide.tiff_metadata import read_tiff_metadata
 
 # Compressions decoded here; others (e.g. Aperio's YCbCr JPEG 2000, 33003) go to OpenSlide.
 SUPPORTED_COMPRESSIONS = {1, 5, 7, 8, 32946, 33005, 34712, 50000, 50001, 50013}
@@ -69,55 +69,6 @@ class _Level:
         self.fast_jpeg = (
             self.compression == 7 and self.samples == 3 and page.dtype == np.uint8 and page.planarconfig == 1
         )
-
-
-def _parse_aperio(description: str) -> dict[str, str]:
-    """Key/value pairs of an Aperio ImageDescription ("...|MPP = 0.499|AppMag = 20|...")."""
-    out: dict[str, str] = {}
-    for part in description.split("|")[1:]:
-        if "=" in part:
-            key, value = part.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _parse_ome(xml: str) -> dict[str, str]:
-    """Physical pixel size and objective magnification from OME-XML."""
-    out: dict[str, str] = {}
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return out
-    for element in root.iter():
-        tag = element.tag.rsplit("}", 1)[-1]
-        if tag == "Pixels" and "PhysicalSizeX" not in out:
-            for key in ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeXUnit", "PhysicalSizeYUnit"):
-                if key in element.attrib:
-                    out[key] = element.attrib[key]
-        elif tag == "Objective" and "NominalMagnification" in element.attrib:
-            out.setdefault("NominalMagnification", element.attrib["NominalMagnification"])
-    return out
-
-
-_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-
-
-def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
-    """µm/px from the TIFF resolution tags (only with a real unit: inch or centimetre)."""
-    unit_tag = page.tags.get("ResolutionUnit")
-    xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
-    if unit_tag is None or xres is None or yres is None:
-        return None
-    per_unit_um = {2: 25400.0, 3: 10000.0}.get(int(unit_tag.value))
-    if per_unit_um is None:
-        return None
-    values = []
-    for tag in (xres, yres):
-        num, den = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
-        if not num or not den:
-            return None
-        values.append(per_unit_um / (num / den))
-    return (values[0], values[1]) if all(math.isfinite(v) for v in values) else None
 
 
 class TiffSlideReader:
@@ -182,32 +133,7 @@ class TiffSlideReader:
         self, series: Any, base: tifffile.TiffPage, mpp: float | None, vendor: str | None, reason: str
     ) -> SlideInfo:
         tif = self._tif
-        description = base.description or ""
-        properties: dict[str, str] = {}
-        metadata_mpp: tuple[float, float] | None = None
-        objective: float | None = None
-        if description.startswith("Aperio"):
-            vendor = vendor or "aperio"
-            properties.update({f"aperio.{k}": v for k, v in _parse_aperio(description).items()})
-            value = finite_float(properties.get("aperio.MPP"))
-            if value is not None:
-                metadata_mpp = (value, value)
-            objective = finite_float(properties.get("aperio.AppMag"))
-        elif tif.is_ome and tif.ome_metadata:
-            vendor = vendor or "ome-tiff"
-            ome = _parse_ome(tif.ome_metadata)
-            properties.update({f"ome.{k}": v for k, v in ome.items()})
-            size_x = finite_float(ome.get("PhysicalSizeX"))
-            size_y = finite_float(ome.get("PhysicalSizeY", ome.get("PhysicalSizeX")))
-            if size_x is not None and size_y is not None:
-                scale_x = _UNIT_TO_UM.get(ome.get("PhysicalSizeXUnit", "µm"), 1.0)
-                scale_y = _UNIT_TO_UM.get(ome.get("PhysicalSizeYUnit", "µm"), 1.0)
-                metadata_mpp = (size_x * scale_x, size_y * scale_y)
-            objective = finite_float(ome.get("NominalMagnification"))
-        else:
-            vendor = vendor or "tiff"
-        if metadata_mpp is None:
-            metadata_mpp = _resolution_mpp(base)
+        vendor, properties, metadata_mpp, objective = read_tiff_metadata(tif, base, vendor)
         mpp_x, mpp_y, source = resolve_mpp(self._path, metadata_mpp, mpp)
         associated = tuple(
             s.name.lower() for s in tif.series[1:] if s.name and s.name.lower() in {"thumbnail", "label", "macro"}
