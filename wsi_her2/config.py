@@ -330,8 +330,9 @@ class InferenceConfig(StageConfig):
         require(self.threads is None or 1 <= self.threads <= 1024, "threads must be within 1..1024")
 
 
-# Every section any command reads from a config file (one file may serve score, tile and train).
-CONFIG_SECTIONS = ("tissue", "grid", "loader", "aggregate", "inference", "dab", "data", "train")
+# Every section any command reads from a config file (one file may serve score, tile and train);
+# "run" is what `train` records about the run in train_config.json, which is a valid --config file.
+CONFIG_SECTIONS = ("tissue", "grid", "loader", "aggregate", "inference", "dab", "data", "train", "run")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
