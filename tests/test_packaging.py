@@ -7,6 +7,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 
@@ -57,3 +59,19 @@ def test_version_is_reported() -> None:
 
     out = subprocess.run([sys.executable, "-m", "wsi_her2_cli.main", "--version"], capture_output=True, text=True)
     assert __version__ in out.stdout
+
+
+def test_the_dab_scorer_does_not_import_torch_where_no_gpu_can_be() -> None:
+    import os
+
+    if os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg"):
+        pytest.skip("this machine may have a GPU: --device auto asks torch")
+    code = (
+        "import sys\n"
+        "from wsi_her2.config import InferenceConfig\n"
+        "from wsi_her2.models import load_scorer\n"
+        "scorer = load_scorer('dab', inference=InferenceConfig(device='auto'))\n"
+        "print(scorer.device, 'torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["cpu", "False"]

@@ -71,6 +71,7 @@ class AggregateConfig(StageConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(self.rule in RULES, f"rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         for name in ("positive_3plus", "equivocal_2plus", "low_1plus", "clear_3plus_probability"):
             require_fraction(name, getattr(self, name))

@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import reprlib
 import tomllib
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar, get_type_hints
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from wsi_her2.errors import ConfigError, InputNotFoundError
 
@@ -42,10 +44,15 @@ class StageConfig:
         Unknown keys are an error, so a typo in a config file never goes unnoticed. ``None``
         overrides are ignored: they stand for "option not given".
         """
+        if values is not None and not isinstance(values, Mapping):
+            raise ConfigError(
+                f"[{cls.section()}] must be a table of settings, got {_short(values)}",
+                hint=f"write it as [{cls.section()}] with one 'name = value' per line",
+            )
         merged = dict(values or {})
         merged.update({k: v for k, v in overrides.items() if v is not None})
         names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        unknown = sorted(set(merged) - names)
+        unknown = sorted(str(k) for k in set(merged) - names)
         if unknown:
             raise ConfigError(
                 f"unknown {cls.__name__} setting(s): {', '.join(unknown)}",
@@ -55,11 +62,76 @@ class StageConfig:
         for name, value in list(merged.items()):
             if isinstance(value, list) and "tuple" in str(hints.get(name, "")):
                 merged[name] = tuple(value)
+        _check_values(cls, merged, hints)
         return cls(**merged)
+
+    @classmethod
+    def section(cls) -> str:
+        """The config-file section of this stage: ``TissueConfig`` reads ``[tissue]``."""
+        return cls.__name__.removesuffix("Config").lower()
+
+    def check_types(self) -> None:
+        """Every field holds a value of its annotated type (numbers finite, flags true/false).
+
+        Called first by each stage's ``__post_init__`` (and by :meth:`from_dict` before
+        construction), so a config file's ``"false"``, ``nan`` or ``inf`` is a
+        :class:`ConfigError`, never a wrong result or a crash deep inside a stage.
+        """
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # type: ignore[arg-type]
+        _check_values(type(self), values, get_type_hints(type(self)))
 
     def replace(self: T, **changes: Any) -> T:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+_REPR.maxlevel = 2
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a YAML alias bomb or a huge string must not make the message itself a bomb."""
+    return _REPR.repr(value)
+
+
+def _expected(hint: Any, value: Any) -> str | None:
+    """What ``value`` should have been for the annotation ``hint``, or None when it fits."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        wanted = [_expected(arg, value) for arg in args if arg is not type(None)]
+        if any(w is None for w in wanted):
+            return None
+        return " or ".join(w for w in wanted if w) + (" (or left out)" if type(None) in args else "")
+    if origin is Literal:
+        fits = any(value == a and type(value) is type(a) for a in args)
+        return None if fits else "one of " + ", ".join(map(repr, args))
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if hint is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else "a finite number"
+    if hint is str:
+        return None if isinstance(value, str) else "text"
+    if origin is tuple:
+        item = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        if isinstance(value, tuple) and (item is None or all(_expected(item, v) is None for v in value)):
+            return None
+        return f"a list ({_expected(item, object()) or 'a value'} each)"
+    return None
+
+
+def _check_values(cls: type, values: Mapping[str, Any], hints: Mapping[str, Any]) -> None:
+    section = cls.section() if hasattr(cls, "section") else cls.__name__
+    for name, value in values.items():
+        wanted = _expected(hints.get(name, Any), value)
+        if wanted is not None:
+            raise ConfigError(f"[{section}] {name} must be {wanted}, got {_short(value)}")
 
 
 def require(condition: bool, message: str, hint: str | None = None) -> None:
@@ -123,13 +195,16 @@ class TissueConfig(StageConfig):
     simplify_um: float = 4.0
 
     def __post_init__(self) -> None:
-        require_positive("mask_mpp", self.mask_mpp)
+        self.check_types()
+        require(0 < self.mask_mpp <= 100, f"mask_mpp must be within 0..100 µm/px, got {self.mask_mpp!r}")
         require(0 <= self.min_saturation <= 255, "min_saturation must be within 0..255")
         require_positive("min_optical_density", self.min_optical_density)
         require(self.min_texture >= 0, f"min_texture must be >= 0, got {self.min_texture!r}")
         for name in ("close_um", "min_area_um2", "max_hole_um2", "simplify_um", "min_pen_area_um2"):
             value = getattr(self, name)
             require(value >= 0, f"{name} must be >= 0, got {value!r}")
+        # The closing kernel is (2 close_um / mask µm/px)² pixels: a 1-km radius would be a bomb.
+        require(self.close_um <= 1000, f"close_um must be at most 1000 µm, got {self.close_um!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +228,7 @@ class GridConfig(StageConfig):
     min_tissue_fraction: float = 0.25
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(
             isinstance(self.tile_size_px, int) and 16 <= self.tile_size_px <= 16384,
             f"tile_size_px must be an integer between 16 and 16384, got {self.tile_size_px!r}",
@@ -198,13 +274,15 @@ class LoaderConfig(StageConfig):
     start_method: Literal["fork", "forkserver", "spawn"] | None = None
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(
             isinstance(self.output_size_px, int) and 8 <= self.output_size_px <= 8192,
             "output_size_px must be an integer between 8 and 8192",
         )
-        require(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size must be >= 1")
+        # Each worker holds prefetch_batches x batch_size tiles in shared memory: both are bounded.
+        require(1 <= self.batch_size <= 4096, f"batch_size must be within 1..4096, got {self.batch_size!r}")
         require(isinstance(self.workers, int) and 0 <= self.workers <= 256, "workers must be within 0..256")
-        require(self.prefetch_batches >= 1, "prefetch_batches must be >= 1")
+        require(1 <= self.prefetch_batches <= 64, f"prefetch_batches must be within 1..64, got {self.prefetch_batches}")
         require_fraction("min_pixel_tissue_fraction", self.min_pixel_tissue_fraction)
         require(self.min_blur_score >= 0, "min_blur_score must be >= 0")
         require(
@@ -238,13 +316,23 @@ class InferenceConfig(StageConfig):
     threads: int | None = None
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(
             self.device in DEVICES or self.device.startswith("cuda:"),
             f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {self.device!r}",
         )
-        require(self.batch_size is None or self.batch_size >= 1, "batch_size must be >= 1")
+        # A batch of 8192 tiles at 224 px is 4.9 GB of fp32 input already.
+        require(
+            self.batch_size is None or 1 <= self.batch_size <= 8192,
+            f"batch_size must be within 1..8192, got {self.batch_size!r}",
+        )
         require(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-        require(self.threads is None or self.threads >= 1, "threads must be >= 1")
+        require(self.threads is None or 1 <= self.threads <= 1024, "threads must be within 1..1024")
+
+
+# Every section any command reads from a config file (one file may serve score, tile and train);
+# "run" is what `train` records about the run in train_config.json, which is a valid --config file.
+CONFIG_SECTIONS = ("tissue", "grid", "loader", "aggregate", "inference", "dab", "data", "train", "run")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -252,7 +340,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 
     Raises:
         InputNotFoundError: the file does not exist.
-        ConfigError: the file cannot be parsed or is not a mapping.
+        ConfigError: the file cannot be parsed, is not a mapping of known sections, or a section
+            is not a mapping.
     """
     path = Path(path)
     if not path.is_file():
@@ -273,9 +362,22 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except ConfigError:
         raise
     except Exception as exc:  # each parser has its own error type; the message is what matters
-        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+        detail = " ".join(str(exc).split())  # YAML's messages span several lines; ours is one
+        raise ConfigError(f"cannot parse config file {path}: {detail[:300]}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    unknown = sorted(str(name) for name in data if name not in CONFIG_SECTIONS)
+    if unknown:
+        raise ConfigError(
+            f"config file {path}: unknown section(s) {', '.join(_short(n) for n in unknown)}",
+            hint=f"sections are {', '.join(CONFIG_SECTIONS)}",
+        )
+    for name, section in data.items():
+        if not isinstance(section, dict):
+            raise ConfigError(
+                f"config file {path}: [{name}] must be a table of settings, got {_short(section)}",
+                hint=f"write it as [{name}] with one 'name = value' per line",
+            )
     return data

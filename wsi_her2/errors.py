@@ -53,6 +53,14 @@ class SlideReadError(WsiHer2Error):
     exit_code = 4
 
 
+class MalformedSlideError(SlideReadError):
+    """A slide's header declares sizes beyond what can be read safely, or contradicts its own data (exit 4).
+
+    A resource bomb (a 200,000-px image in one strip, a JPEG tile declaring 60,000 px), a pyramid whose
+    levels lie about their sizes, tiles past the end of the file. No other reader is tried for it.
+    """
+
+
 class MppError(WsiHer2Error):
     """The slide's µm/px is missing or implausible and no --mpp was given (exit 5)."""
 

@@ -7,6 +7,7 @@ image, which is wsi-her2's coordinate space too, so no transform is needed.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,29 @@ from shapely.geometry import MultiPolygon, Polygon, shape
 
 from wsi_her2.errors import ConfigError, InputNotFoundError
 
+# Level-0 coordinates beyond this are no slide's (2,000 times the widest): a corrupt or foreign file.
+MAX_COORDINATE_PX = float(2**31)
 
-def _features(data: Any) -> list[dict[str, Any]]:
+
+def _check_coordinates(path: Path, geometry: Any) -> None:
+    """Refuse NaN, infinite or absurd coordinates (they would rasterise to garbage, not fail)."""
+    coords = shapely.get_coordinates(geometry)
+    if not np.isfinite(coords).all():
+        raise ConfigError(f"{path}: a geometry has coordinates that are not finite numbers (NaN or infinity)")
+    if len(coords) and float(np.abs(coords).max()) > MAX_COORDINATE_PX:
+        raise ConfigError(
+            f"{path}: coordinates up to {float(np.abs(coords).max()):.3g} px are not level-0 pixels of any slide",
+            hint="export the annotations of this slide from QuPath (File > Export objects as GeoJSON)",
+        )
+
+
+def _features(data: Any) -> list[Any]:
     if isinstance(data, list):  # QuPath's "export as array"
         return [f for f in data if isinstance(f, dict)]
     if isinstance(data, dict):
         if data.get("type") == "FeatureCollection":
-            return list(data.get("features") or [])
+            features = data.get("features") or []
+            return list(features) if isinstance(features, list) else [features]
         if data.get("type") == "Feature":
             return [data]
         if "coordinates" in data:  # a bare geometry
@@ -50,22 +67,31 @@ def load_roi(path: str | Path, *, classes: tuple[str, ...] = ()) -> MultiPolygon
         raise InputNotFoundError(f"ROI file not found: {path}", hint="check the --roi path")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON/GeoJSON: {exc}") from exc
+    except (ValueError, RecursionError) as exc:  # JSON and UTF-8 errors; nesting too deep
+        raise ConfigError(f"{path} is not valid JSON/GeoJSON: {' '.join(str(exc).split())[:200]}") from exc
+    except OSError as exc:
+        raise InputNotFoundError(f"cannot read ROI file {path}: {exc.strerror or exc}") from exc
     polygons: list[Polygon] = []
     for feature in _features(data):
+        if not isinstance(feature, dict):
+            raise ConfigError(f"{path}: a feature is {type(feature).__name__}, not a GeoJSON object")
         props = feature.get("properties") or {}
         if classes:
-            name = (props.get("classification") or {}).get("name")
+            classification = props.get("classification") if isinstance(props, dict) else None
+            name = classification.get("name") if isinstance(classification, dict) else None
             if name not in classes:
                 continue
         geometry = feature.get("geometry")
         if not geometry:
             continue
         try:
-            geom = shapely.make_valid(shape(geometry))
+            with warnings.catch_warnings():  # NaN coordinates warn here; they are refused just below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                raw = shape(geometry)
         except Exception as exc:
-            raise ConfigError(f"{path}: invalid geometry in a feature ({exc})") from exc
+            raise ConfigError(f"{path}: invalid geometry in a feature ({' '.join(str(exc).split())[:200]})") from exc
+        _check_coordinates(path, raw)
+        geom = shapely.make_valid(raw)
         for part in getattr(geom, "geoms", [geom]):
             if isinstance(part, Polygon) and part.area > 0:
                 polygons.append(part)
@@ -99,6 +125,15 @@ def rasterize(
     """
     out = np.zeros(shape_hw, np.uint8)
     ox, oy = offset_xy
+    height, width = shape_hw
+    # Draw only what falls on the mask (one pixel of margin): coordinates far outside it would
+    # overflow the 32-bit points OpenCV draws with and wrap around into it.
+    box = (ox - scale_x, oy - scale_y, ox + (width + 1) * scale_x, oy + (height + 1) * scale_y)
+    min_x, min_y, max_x, max_y = polygons.bounds if not polygons.is_empty else box
+    if min_x < box[0] or min_y < box[1] or max_x > box[2] or max_y > box[3]:
+        clipped = shapely.clip_by_rect(polygons, *box)
+        parts = [p for g in getattr(clipped, "geoms", [clipped]) for p in getattr(g, "geoms", [g])]
+        polygons = MultiPolygon([p for p in parts if isinstance(p, Polygon) and not p.is_empty])
 
     def ring(coords: Any) -> np.ndarray:
         arr = np.asarray(coords, dtype=np.float64)[:, :2]

@@ -128,6 +128,7 @@ class TileScorer(Protocol):
     def batch_size(self) -> int | None:
         """Tiles per loader batch (None: the loader's setting)."""
         ...
+
     max_in_flight: int
     explanation: str
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -80,19 +81,7 @@ class ModelCard:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.stain not in STAINS:
-            problems.append(f"stain must be one of {STAINS}, not {self.stain!r}")
-        if len(self.classes) < 2:
-            problems.append("at least two classes are needed")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            problems.append("mean and std need three values, std positive")
-        if self.input_size_px < 16 or self.tile_size_px < 16:
-            problems.append("input_size_px and tile_size_px must be at least 16")
-        if self.tile_mpp is not None and self.tile_mpp <= 0:
-            problems.append("tile_mpp must be positive")
-        if self.label_granularity not in ("slide", "tile"):
-            problems.append("label_granularity must be 'slide' or 'tile'")
+        problems = _card_problems(self)
         if problems:
             raise ModelError("invalid model card: " + "; ".join(problems))
 
@@ -125,6 +114,8 @@ class ModelCard:
             raise ModelError(f"model card lacks {', '.join(missing)}")
         for key in ("classes", "mean", "std", "head_hidden"):
             if key in values:
+                if not isinstance(values[key], (list, tuple)):
+                    raise ModelError(f"invalid model card: {key} must be a list, got {values[key]!r:.60}")
                 values[key] = tuple(values[key])
         try:
             return cls(**values)
@@ -145,6 +136,57 @@ class ModelCard:
     def scorer_identity(self) -> dict[str, Any]:
         """The identity of a scorer built from this card, as reports record it (the kind first)."""
         return {"kind": TRAINED_KIND, **self.identity()}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _card_problems(card: ModelCard) -> list[str]:
+    """Everything wrong with a card's values (types included: a card is a file from anywhere).
+
+    The sizes are bounded because they decide allocations before any weight is compared: a head
+    of 10^9 units or a 10^6-px input would take the machine's memory, not fail.
+    """
+    problems = []
+    if not isinstance(card.architecture, str) or not card.architecture:
+        problems.append("architecture must be a name")
+    classes = card.classes
+    if not all(isinstance(c, str) and c for c in classes):
+        problems.append("classes must be a list of names")
+    elif len(classes) < 2 or len(classes) > 16:
+        problems.append("at least two classes are needed (and at most 16)")
+    elif len(set(classes)) != len(classes):
+        problems.append(f"class names must be distinct, got {list(classes)}")
+    if card.stain not in STAINS:
+        problems.append(f"stain must be one of {STAINS}, not {card.stain!r}")
+    if len(card.mean) != 3 or len(card.std) != 3 or not all(_is_number(v) for v in (*card.mean, *card.std)):
+        problems.append("mean and std need three finite numbers each")
+    elif min(card.std) <= 0:
+        problems.append("std must be positive")
+    if not _is_int(card.input_size_px, 16, 2048):
+        problems.append(f"input_size_px must be a whole number of 16-2048, got {card.input_size_px!r:.40}")
+    if not _is_int(card.tile_size_px, 16, 16384):
+        problems.append(f"tile_size_px must be a whole number of 16-16384, got {card.tile_size_px!r:.40}")
+    if card.tile_mpp is not None and not (_is_number(card.tile_mpp) and card.tile_mpp > 0):
+        problems.append(f"tile_mpp must be a positive number, got {card.tile_mpp!r:.40}")
+    if card.label_granularity not in ("slide", "tile"):
+        problems.append("label_granularity must be 'slide' or 'tile'")
+    if not (1 <= len(card.head_hidden) <= 8 and all(_is_int(w, 1, 65536) for w in card.head_hidden)):
+        problems.append(f"head_hidden must be 1-8 layer widths of 1-65536, got {list(card.head_hidden)!r:.60}")
+    if not (_is_number(card.head_dropout) and 0 <= card.head_dropout < 1):
+        problems.append(f"head_dropout must be in [0, 1), got {card.head_dropout!r:.40}")
+    for name in ("name", "weights_sha256", "wsi_her2_version", "created", "notes"):
+        if not isinstance(getattr(card, name), str):
+            problems.append(f"{name} must be text")
+    for name in ("training_data", "recipe", "metrics"):
+        if not isinstance(getattr(card, name), dict):
+            problems.append(f"{name} must be a mapping")
+    return problems
 
 
 def file_sha256(path: str | Path) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import shutil
 import uuid
@@ -131,12 +132,12 @@ def _json_default(value: Any) -> Any:
 
 
 def to_json(data: Any) -> str:
-    """JSON text with numpy values converted; NaN becomes null (strict JSON)."""
+    """JSON text with numpy values converted; NaN and infinities become null (strict JSON)."""
     return json.dumps(_nan_to_none(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
 
 
 def _nan_to_none(value: Any) -> Any:
-    if isinstance(value, float) and value != value:
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _nan_to_none(v) for k, v in value.items()}
@@ -145,7 +146,7 @@ def _nan_to_none(value: Any) -> Any:
     try:
         import numpy as np
 
-        if isinstance(value, np.floating) and np.isnan(value):
+        if isinstance(value, np.floating) and not np.isfinite(value):
             return None
     except ImportError:  # pragma: no cover
         pass

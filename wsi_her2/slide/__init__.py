@@ -5,10 +5,12 @@ Arrays returned by readers may be shared with the reader's cache: treat them as 
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 from typing import Literal
 
-from wsi_her2.errors import ConfigError, InputNotFoundError, SlideReadError
+from wsi_her2.errors import ConfigError, InputNotFoundError, MalformedSlideError, SlideReadError
 from wsi_her2.slide.base import LevelInfo, SlideInfo, SlideReader, require_mpp
 from wsi_her2.slide.regions import best_level, read_thumbnail, read_tile
 
@@ -48,6 +50,19 @@ __all__ = [
 
 def _check_path(path: Path) -> Path:
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11-3.12 raise this for a loop; 3.13 an OSError
+                why = "which leads round a loop of links"
+            except OSError as exc:
+                why = "which leads round a loop of links" if exc.errno == errno.ELOOP else "which does not exist"
+            else:
+                why = "which cannot be followed"
+            raise InputNotFoundError(
+                f"slide not found: {path} is a symbolic link to {os.readlink(path)}, {why}",
+                hint="check the link's target",
+            )
         raise InputNotFoundError(f"slide not found: {path}", hint="check the path")
     if path.is_dir():
         dicoms = sorted(path.glob("*.dcm"))
@@ -57,6 +72,8 @@ def _check_path(path: Path) -> Path:
             f"{path} is a folder, not a slide",
             hint="give a slide file (use `wsi-her2 batch` to score a whole folder)",
         )
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise SlideReadError(f"{path} is not a regular file", hint="give a slide file")
     try:
         with path.open("rb") as fh:
             head = fh.read(16)
@@ -113,6 +130,8 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: Backend =
     if vendor in _DIRECT_TIFF_VENDORS:
         try:
             return TiffSlideReader(file, mpp=mpp, vendor=vendor, reason=f"{vendor}: stored tiles read directly")
+        except MalformedSlideError:
+            raise  # unsafe or truncated whatever reads it
         except SlideReadError as exc:
             return OpenSlideReader(file, mpp=mpp, reason=f"{vendor}: direct reader declined ({exc.message})")
     if vendor is not None:
@@ -122,6 +141,8 @@ def open_slide(path: str | Path, *, mpp: float | None = None, backend: Backend =
     if file.suffix.lower() in IMAGE_SUFFIXES or file.suffix.lower() not in SLIDE_SUFFIXES:
         try:
             return ImageSlideReader(file, mpp=mpp, reason="plain image, read as a one-level slide")
+        except MalformedSlideError:
+            raise
         except SlideReadError:
             pass
     raise SlideReadError(

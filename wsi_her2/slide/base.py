@@ -6,6 +6,7 @@ pixels and a size in pixels of the level asked for, like OpenSlide.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -139,6 +140,17 @@ class SlideReader(Protocol):
     def __exit__(self, *exc: object) -> None:
         """Close the slide."""
         ...
+
+
+def finite_float(value: object) -> float | None:
+    """A metadata value as a finite float, or None when absent, not a number, NaN or infinite."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def resolve_mpp(

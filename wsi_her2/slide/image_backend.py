@@ -8,18 +8,38 @@ images carry no trustworthy µm/px (a JPEG's 72 dpi is not the microscope's), so
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from wsi_her2.errors import SlideReadError
+from wsi_her2.errors import MalformedSlideError, SlideReadError
 from wsi_her2.slide.base import LevelInfo, SlideInfo, resolve_mpp, transparent_to_white
+from wsi_her2.slide.limits import check_image_size
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"}
-# 1.5 gigapixels of RGB is 4.5 GB in memory; larger images should be converted to a pyramidal TIFF.
-MAX_IMAGE_PIXELS = 1_500_000_000
+
+
+def _open_image(path: str) -> Image.Image:
+    """Open an image's header (nothing decoded yet), with our own size limit instead of PIL's.
+
+    PIL warns above 89 megapixels and refuses above 179; the limit here
+    (:data:`~wsi_her2.slide.limits.MAX_IMAGE_PIXELS`, checked by the caller) is lower, so PIL's
+    refusal only comes first when its global limit was lowered, and it is reported the same way.
+    PIL's global setting is left as it is: it belongs to whoever else uses PIL in the process.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise MalformedSlideError(
+            f"{path}: its header declares a plain image of more than {2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6:.0f} "
+            "megapixels, too large to decode into memory",
+            hint="convert it to a tiled pyramidal TIFF (e.g. vips tiffsave IN OUT.tif --tile --pyramid)",
+        ) from exc
 
 
 class ImageSlideReader:
@@ -33,18 +53,14 @@ class ImageSlideReader:
         """
         self._path = str(path)
         try:
-            with Image.open(self._path) as image:
-                pixels = image.width * image.height
-                if pixels > MAX_IMAGE_PIXELS:
-                    raise SlideReadError(
-                        f"{path}: {image.width}x{image.height} is too large to decode into memory",
-                        hint="convert it to a pyramidal TIFF (e.g. vips tiffsave --tile --pyramid)",
-                    )
+            with _open_image(self._path) as image:
+                check_image_size(self._path, image.width, image.height)
                 fmt = (image.format or Path(self._path).suffix.lstrip(".")).lower()
-                Image.MAX_IMAGE_PIXELS = None  # our own limit above applies
                 image.load()
                 if image.mode in ("RGBA", "LA", "P", "PA"):
                     rgb = transparent_to_white(np.asarray(image.convert("RGBA")))
+                elif image.mode == "RGB":
+                    rgb = np.ascontiguousarray(np.asarray(image))  # no intermediate copy of a large image
                 else:
                     rgb = np.ascontiguousarray(np.asarray(image.convert("RGB")))
         except SlideReadError:

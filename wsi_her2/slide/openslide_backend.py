@@ -11,14 +11,8 @@ import numpy as np
 import openslide
 
 from wsi_her2.errors import SlideReadError
-from wsi_her2.slide.base import LevelInfo, SlideInfo, resolve_mpp, transparent_to_white
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        return float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
+from wsi_her2.slide.base import LevelInfo, SlideInfo, finite_float, resolve_mpp, transparent_to_white
+from wsi_her2.slide.limits import check_levels
 
 
 class OpenSlideReader:
@@ -37,16 +31,21 @@ class OpenSlideReader:
             raise SlideReadError(f"{path}: OpenSlide cannot open it ({exc})") from exc
         props = dict(self._slide.properties)
         mx, my = (
-            _float(props.get(openslide.PROPERTY_NAME_MPP_X)),
-            _float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
+            finite_float(props.get(openslide.PROPERTY_NAME_MPP_X)),
+            finite_float(props.get(openslide.PROPERTY_NAME_MPP_Y)),
         )
         metadata_mpp = (mx, my) if mx and my else None
         mpp_x, mpp_y, source = resolve_mpp(self._path, metadata_mpp, mpp)
         levels = []
         for i, ((w, h), ds) in enumerate(zip(self._slide.level_dimensions, self._slide.level_downsamples, strict=True)):
-            tw = int(_float(props.get(f"openslide.level[{i}].tile-width")) or 0)
-            th = int(_float(props.get(f"openslide.level[{i}].tile-height")) or 0)
+            tw = int(finite_float(props.get(f"openslide.level[{i}].tile-width")) or 0)
+            th = int(finite_float(props.get(f"openslide.level[{i}].tile-height")) or 0)
             levels.append(LevelInfo(i, int(w), int(h), float(ds), tw, th))
+        try:
+            check_levels(self._path, levels, bytes_per_pixel=4)  # OpenSlide decodes into RGBA
+        except BaseException:
+            self._slide.close()
+            raise
         self._info = SlideInfo(
             path=self._path,
             backend="openslide",
@@ -59,7 +58,7 @@ class OpenSlideReader:
             mpp_y=mpp_y,
             mpp_source=source,
             metadata_mpp=mx,
-            objective_power=_float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
+            objective_power=finite_float(props.get(openslide.PROPERTY_NAME_OBJECTIVE_POWER)),
             associated_images=tuple(self._slide.associated_images.keys()),
             compression=None,
             properties=props,

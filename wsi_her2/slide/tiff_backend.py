@@ -12,7 +12,6 @@ import contextlib
 import math
 import os
 import re
-import xml.etree.ElementTree as ET
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -21,11 +20,15 @@ import imagecodecs
 import numpy as np
 import tifffile
 
-from wsi_her2.errors import SlideReadError
+from wsi_her2.errors import MalformedSlideError, SlideReadError
 from wsi_her2.slide.base import LevelInfo, SlideInfo, resolve_mpp
+from wsi_her2.slide.limits import check_levels, check_stream_size
+from wsi_her2.slide.tiff_metadata import read_tiff_metadata
 
 # Compressions decoded here; others (e.g. Aperio's YCbCr JPEG 2000, 33003) go to OpenSlide.
 SUPPORTED_COMPRESSIONS = {1, 5, 7, 8, 32946, 33005, 34712, 50000, 50001, 50013}
+# Decoded tiles kept per reader, at most (besides the count limit).
+_CACHE_BYTES = 256 << 20
 _COMPRESSION_NAMES = {
     1: "none",
     5: "LZW",
@@ -53,8 +56,8 @@ class _Level:
             self.tile_w, self.tile_h = int(page.tilewidth), int(page.tilelength)
         else:  # strips are tiles as wide as the image
             self.tile_w, self.tile_h = self.width, int(min(page.rowsperstrip or self.height, self.height))
-        self.cols = -(-self.width // self.tile_w)
-        self.rows = -(-self.height // self.tile_h)
+        self.cols = -(-self.width // self.tile_w) if self.tile_w > 0 else 0
+        self.rows = -(-self.height // self.tile_h) if self.tile_h > 0 else 0
         self.offsets = page.dataoffsets
         self.bytecounts = page.databytecounts
         self.compression = int(page.compression)
@@ -66,55 +69,6 @@ class _Level:
         self.fast_jpeg = (
             self.compression == 7 and self.samples == 3 and page.dtype == np.uint8 and page.planarconfig == 1
         )
-
-
-def _parse_aperio(description: str) -> dict[str, str]:
-    """Key/value pairs of an Aperio ImageDescription ("...|MPP = 0.499|AppMag = 20|...")."""
-    out: dict[str, str] = {}
-    for part in description.split("|")[1:]:
-        if "=" in part:
-            key, value = part.split("=", 1)
-            out[key.strip()] = value.strip()
-    return out
-
-
-def _parse_ome(xml: str) -> dict[str, str]:
-    """Physical pixel size and objective magnification from OME-XML."""
-    out: dict[str, str] = {}
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError:
-        return out
-    for element in root.iter():
-        tag = element.tag.rsplit("}", 1)[-1]
-        if tag == "Pixels" and "PhysicalSizeX" not in out:
-            for key in ("PhysicalSizeX", "PhysicalSizeY", "PhysicalSizeXUnit", "PhysicalSizeYUnit"):
-                if key in element.attrib:
-                    out[key] = element.attrib[key]
-        elif tag == "Objective" and "NominalMagnification" in element.attrib:
-            out.setdefault("NominalMagnification", element.attrib["NominalMagnification"])
-    return out
-
-
-_UNIT_TO_UM = {"µm": 1.0, "um": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "cm": 1e4, "m": 1e6}
-
-
-def _resolution_mpp(page: tifffile.TiffPage) -> tuple[float, float] | None:
-    """µm/px from the TIFF resolution tags (only with a real unit: inch or centimetre)."""
-    unit_tag = page.tags.get("ResolutionUnit")
-    xres, yres = page.tags.get("XResolution"), page.tags.get("YResolution")
-    if unit_tag is None or xres is None or yres is None:
-        return None
-    per_unit_um = {2: 25400.0, 3: 10000.0}.get(int(unit_tag.value))
-    if per_unit_um is None:
-        return None
-    values = []
-    for tag in (xres, yres):
-        num, den = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
-        if not num or not den:
-            return None
-        values.append(per_unit_um / (num / den))
-    return values[0], values[1]
 
 
 class TiffSlideReader:
@@ -159,50 +113,27 @@ class TiffSlideReader:
                 hint="wsi-her2 reads 8-bit RGB brightfield images",
             )
         # The mean of the two axes' ratios, as OpenSlide reports it (they differ by rounding).
-        self._levels = [
-            _Level(page, i, (base.imagewidth / page.imagewidth + base.imagelength / page.imagelength) / 2)
-            for i, page in enumerate(pages)
-            if page.shape
-        ]
+        self._levels = [_Level(page, i, _downsample(base, page)) for i, page in enumerate(p for p in pages if p.shape)]
+        _check_declared(self._path, self._levels, int(base.samplesperpixel))
         unsupported = {lv.compression for lv in self._levels} - SUPPORTED_COMPRESSIONS
         if unsupported:
             raise SlideReadError(f"{path}: TIFF compression {sorted(unsupported)} is not read directly")
         self._fd = os.open(self._path, os.O_RDONLY)
+        try:
+            self._check_first_tiles()
+        except BaseException:
+            self.close()
+            raise
         self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
         self._cache_size = cache_tiles
+        self._cache_bytes = 0
         self._info = self._make_info(series, base, mpp, vendor, reason)
 
     def _make_info(
         self, series: Any, base: tifffile.TiffPage, mpp: float | None, vendor: str | None, reason: str
     ) -> SlideInfo:
         tif = self._tif
-        description = base.description or ""
-        properties: dict[str, str] = {}
-        metadata_mpp: tuple[float, float] | None = None
-        objective: float | None = None
-        if description.startswith("Aperio"):
-            vendor = vendor or "aperio"
-            properties.update({f"aperio.{k}": v for k, v in _parse_aperio(description).items()})
-            if "aperio.MPP" in properties:
-                value = float(properties["aperio.MPP"])
-                metadata_mpp = (value, value)
-            if "aperio.AppMag" in properties:
-                objective = float(properties["aperio.AppMag"])
-        elif tif.is_ome and tif.ome_metadata:
-            vendor = vendor or "ome-tiff"
-            ome = _parse_ome(tif.ome_metadata)
-            properties.update({f"ome.{k}": v for k, v in ome.items()})
-            if "PhysicalSizeX" in ome:
-                scale_x = _UNIT_TO_UM.get(ome.get("PhysicalSizeXUnit", "µm"), 1.0)
-                scale_y = _UNIT_TO_UM.get(ome.get("PhysicalSizeYUnit", "µm"), 1.0)
-                size_y = float(ome.get("PhysicalSizeY", ome["PhysicalSizeX"]))
-                metadata_mpp = (float(ome["PhysicalSizeX"]) * scale_x, size_y * scale_y)
-            if "NominalMagnification" in ome:
-                objective = float(ome["NominalMagnification"])
-        else:
-            vendor = vendor or "tiff"
-        if metadata_mpp is None:
-            metadata_mpp = _resolution_mpp(base)
+        vendor, properties, metadata_mpp, objective = read_tiff_metadata(tif, base, vendor)
         mpp_x, mpp_y, source = resolve_mpp(self._path, metadata_mpp, mpp)
         associated = tuple(
             s.name.lower() for s in tif.series[1:] if s.name and s.name.lower() in {"thumbnail", "label", "macro"}
@@ -236,6 +167,15 @@ class TiffSlideReader:
             properties=properties,
         )
 
+    def _check_first_tiles(self) -> None:
+        """The header of each level's first stored tile: a level that lies about its tiles fails at open."""
+        for lv in self._levels:
+            stored = np.flatnonzero(np.asarray(lv.bytecounts) > 0)
+            if len(stored):
+                index = int(stored[0])
+                head = os.pread(self._fd, min(int(lv.bytecounts[index]), 8192), int(lv.offsets[index]))
+                check_stream_size(self._path, head, lv.tile_w, lv.tile_h, f"tile {index} of level {lv.index}")
+
     @property
     def info(self) -> SlideInfo:
         """Facts about the slide."""
@@ -255,6 +195,8 @@ class TiffSlideReader:
             data = os.pread(self._fd, nbytes, int(level.offsets[index]))
             if len(data) != nbytes:
                 raise SlideReadError(f"{self._path}: file is truncated (tile {index} of level {level.index})")
+            where = f"tile {index} of level {level.index}"
+            check_stream_size(self._path, data, level.tile_w, level.tile_h, where)
             try:
                 if level.fast_jpeg:
                     tile = imagecodecs.jpeg8_decode(
@@ -268,10 +210,13 @@ class TiffSlideReader:
                     f"{self._path}: cannot decode tile {index} of level {level.index} ({exc}); "
                     "the file is corrupt or truncated"
                 ) from exc
+            tile = _fit_tile(self._path, tile, level, col, row, where)
         tile.flags.writeable = False  # shared through the cache
         self._cache[key] = tile
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        self._cache_bytes += tile.nbytes
+        # Bounded in count and in bytes: one-strip images have strips of up to MAX_TILE_BYTES.
+        while len(self._cache) > 1 and (len(self._cache) > self._cache_size or self._cache_bytes > _CACHE_BYTES):
+            self._cache_bytes -= self._cache.popitem(last=False)[1].nbytes
         return tile
 
     def read_region(self, x: int, y: int, width: int, height: int, level: int = 0) -> np.ndarray:
@@ -318,7 +263,9 @@ class TiffSlideReader:
             self._fd = None  # type: ignore[assignment]
         if getattr(self, "_tif", None) is not None:
             self._tif.close()
-        self._cache.clear()
+        if getattr(self, "_cache", None) is not None:
+            self._cache.clear()
+            self._cache_bytes = 0
 
     def __enter__(self) -> TiffSlideReader:
         return self
@@ -329,6 +276,64 @@ class TiffSlideReader:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
             self.close()
+
+
+def _fit_tile(path: str, tile: np.ndarray, level: _Level, col: int, row: int, where: str) -> np.ndarray:
+    """A decoded tile at its declared size: refused when it lacks pixels the level needs, padded white otherwise.
+
+    Writers may encode an edge tile or the last strip only as far as the image goes; a tile that
+    decodes smaller than the part of the image it must cover contradicts the file's tags.
+    """
+    th, tw = tile.shape[:2]
+    need_h = min(level.tile_h, level.height - row * level.tile_h)
+    need_w = min(level.tile_w, level.width - col * level.tile_w)
+    if th < need_h or tw < need_w or th > level.tile_h or tw > level.tile_w:
+        raise MalformedSlideError(
+            f"{path}: {where} decodes to {tw} x {th} pixels, not the {level.tile_w} x {level.tile_h} the file declares",
+            hint="the file is damaged or was not written by a scanner; copy or export the slide again",
+        )
+    if (th, tw) == (level.tile_h, level.tile_w):
+        return tile
+    full = np.full((level.tile_h, level.tile_w, 3), 255, np.uint8)
+    full[:th, :tw] = tile
+    return full
+
+
+def _downsample(base: tifffile.TiffPage, page: tifffile.TiffPage) -> float:
+    if page.imagewidth < 1 or page.imagelength < 1:
+        return 0.0  # an empty level; refused by the geometry check
+    return (base.imagewidth / page.imagewidth + base.imagelength / page.imagelength) / 2
+
+
+def _check_declared(path: str, levels: list[_Level], samples: int) -> None:
+    """Refuse a file whose tags would make reading it a resource bomb, or that has lost its tile data.
+
+    Raises:
+        MalformedSlideError: see :func:`wsi_her2.slide.limits.check_levels`; a level whose tile
+            count does not match its size; tile data past the end of the file (truncated).
+    """
+    check_levels(
+        path,
+        [LevelInfo(lv.index, lv.width, lv.height, lv.downsample, lv.tile_w, lv.tile_h) for lv in levels],
+        bytes_per_pixel=samples,
+    )
+    file_size = os.path.getsize(path)
+    for lv in levels:
+        expected = lv.cols * lv.rows
+        if len(lv.offsets) != expected or len(lv.bytecounts) != expected:
+            raise MalformedSlideError(
+                f"{path}: level {lv.index} ({lv.width} x {lv.height} px in {lv.tile_w} x {lv.tile_h} blocks) "
+                f"needs {expected:,} tiles but the file lists {len(lv.offsets):,}",
+                hint="the file is damaged or was not written by a scanner; copy or export the slide again",
+            )
+        ends = np.asarray(lv.offsets, np.uint64) + np.asarray(lv.bytecounts, np.uint64)
+        end = int(ends.max()) if len(ends) else 0
+        if end > file_size:
+            raise MalformedSlideError(
+                f"{path}: the file is truncated (level {lv.index}'s tile data runs to byte {end:,}, "
+                f"the file has {file_size:,})",
+                hint="copy the slide again; an interrupted copy leaves a truncated file",
+            )
 
 
 def _to_rgb(array: np.ndarray) -> np.ndarray:

@@ -60,6 +60,7 @@ class DataConfig(StageConfig):
     tile_mpp: float | None = None
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(self.layout in LAYOUTS, f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         require(self.stain in ("ihc", "he"), f"stain must be ihc or he, got {self.stain!r}")
         require(self.num_classes in (3, 4), f"classes must be 4 or 3, got {self.num_classes!r}")
@@ -151,6 +152,7 @@ class TrainConfig(StageConfig):
     name: str = ""
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(isinstance(self.epochs, int) and 1 <= self.epochs <= 10_000, "epochs must be between 1 and 10000")
         require(
             isinstance(self.batch_size, int) and 1 <= self.batch_size <= 4096,
@@ -168,9 +170,10 @@ class TrainConfig(StageConfig):
         )
         require(0 <= self.shift_fraction <= 0.5, "shift_fraction must be within 0..0.5")
         require(0 <= self.hed_jitter <= 0.5, "hed_jitter must be within 0..0.5")
+        # The head's first layer has backbone features x width weights: a width of 10^9 is a bomb.
         require(
-            len(self.head_hidden) >= 1 and all(isinstance(w, int) and w > 0 for w in self.head_hidden),
-            "head_hidden must be positive layer widths",
+            1 <= len(self.head_hidden) <= 8 and all(isinstance(w, int) and 0 < w <= 65536 for w in self.head_hidden),
+            "head_hidden must be 1-8 layer widths of 1-65536",
         )
         require(0 <= self.head_dropout < 1, "head_dropout must be in [0, 1)")
         require(isinstance(self.seed, int) and self.seed >= 0, "seed must be a non-negative integer")

@@ -19,7 +19,7 @@ import torch
 
 from wsi_her2.errors import InputNotFoundError, ModelError
 from wsi_her2.models.card import file_sha256
-from wsi_her2.outputs.atomic import atomic_path, ensure_dir, write_json
+from wsi_her2.outputs.atomic import ensure_dir, write_json
 
 STATE_DIR = "resume"
 STATE_TENSORS = "state.safetensors"
@@ -70,7 +70,7 @@ def save_state(
     extra: dict[str, Any] | None = None,
 ) -> Path:
     """Write the state after ``epochs_done`` epochs; returns the state folder."""
-    from safetensors.torch import save_file
+    from wsi_her2.models.loading import write_safetensors
 
     folder = ensure_dir(Path(out_dir) / STATE_DIR)
     tensors: dict[str, torch.Tensor] = {
@@ -86,8 +86,7 @@ def save_state(
                 plain_state.setdefault(str(pid), {})[key] = value
     rng, rng_info = _rng_tensors()
     tensors.update(rng)
-    with atomic_path(folder / STATE_TENSORS) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": STATE_FORMAT})
+    write_safetensors(folder / STATE_TENSORS, tensors, {"format": STATE_FORMAT})
     info = {
         "format": STATE_FORMAT,
         "epochs_done": epochs_done,

@@ -23,7 +23,9 @@ Nothing outside the result folder, its slide and the package's static folder is 
 are split into segments before decoding, and any segment that is empty, ``.``/``..``, hidden, or
 holds a separator after decoding is refused; file names are resolved (symlinks too) and must stay
 in their folder. Malformed requests get 400, unknown things 404, other methods 405, and a Host
-header that is not this machine (DNS rebinding) 403.
+header that is not this machine (DNS rebinding) 403 (two Host headers: 400). Each connection has
+its own thread, up to :data:`MAX_CONNECTIONS` (more are answered 503 at once), and is closed when
+its client sends nothing for :data:`IDLE_TIMEOUT_S`, so a slow or idle client never holds others up.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from wsi_her2.errors import ConfigError
 from wsi_her2.outputs.atomic import to_json
@@ -70,6 +72,12 @@ CSP = (
 LOOPBACK_NAMES = {"127.0.0.1", "localhost", "::1", "[::1]"}
 # Slides of a batch kept open at once (a plain JPEG/PNG slide is held decoded in memory).
 MAX_OPEN_SLIDES = 4
+# Query fields of one request; the page sends two.
+MAX_QUERY_FIELDS = 20
+# Connections served at once (one thread each; a browser opens about six). Beyond: 503 at once.
+MAX_CONNECTIONS = 256
+# Seconds a connection may wait for the client (between requests, or within one) before it is closed.
+IDLE_TIMEOUT_S = 30.0
 
 
 def static_root() -> Path:
@@ -160,9 +168,14 @@ class ViewerApp:
         Raises:
             RequestError: 4xx.
         """
-        parts = urlsplit(raw_path)
-        segments = split_path(parts.path)
-        query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=20)
+        # Not urlsplit: "//host/x" would become a path "/x", and an absolute-form target
+        # ("http://host/x") names another server; this one is no proxy, so both are refused.
+        path, _, raw_query = raw_path.partition("?")
+        segments = split_path(path)
+        try:
+            query = parse_qs(raw_query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS)
+        except ValueError as exc:  # more fields than any page sends
+            raise RequestError(f"bad query: {exc}", status=400) from exc
         if not segments:
             return self.index()
         head, rest = segments[0], segments[1:]
@@ -176,7 +189,7 @@ class ViewerApp:
             number = parse_int(rest[0], "slide number")
             folder = self.slide(number)
             return self.slide_route(folder, number, rest[1:], query)
-        raise RequestError(f"no such page: {parts.path}")
+        raise RequestError(f"no such page: {path}")
 
     def slide_route(self, folder: ScoreView, number: int, rest: list[str], query: dict[str, list[str]]) -> Response:
         """Routes under ``/s/<i>/``."""
@@ -359,7 +372,6 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "wsi-her2-viewer"
     sys_version = ""
-    timeout = 60
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s " + format, self.address_string(), *args)
@@ -383,7 +395,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, head: bool) -> None:
         try:
-            if not self._host_allowed():
+            if len(self.headers.get_all("Host") or []) > 1:
+                response = Response("more than one Host header\n", "text/plain; charset=utf-8", status=400)
+            elif not self._host_allowed():
                 response = Response("forbidden host\n", "text/plain; charset=utf-8", status=403)
             else:
                 response = self.server.app.handle(self.path)
@@ -394,6 +408,11 @@ class _Handler(BaseHTTPRequestHandler):
             response = self._error(500, "internal error (see the log)")
         self._send(response, head=head)
 
+    def setup(self) -> None:
+        super().setup()
+        # Every read and write waits at most this long: an idle or stalled client is cut off.
+        self.connection.settimeout(self.server.idle_timeout_s)
+
     def _host_allowed(self) -> bool:
         if not self.server.check_host:
             return True
@@ -401,6 +420,7 @@ class _Handler(BaseHTTPRequestHandler):
         name = host if host.endswith("]") or host.count(":") > 1 else host.rsplit(":", 1)[0]
         if name.startswith("[") and "]" in name:
             name = name[: name.index("]") + 1]
+        name = name.removesuffix(".")  # "localhost." is the same name, fully qualified
         return name in LOOPBACK_NAMES or name == self.server.host_name
 
     def _error(self, status: int, message: str) -> Response:
@@ -432,14 +452,55 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # Connections the kernel queues before accept (the default 5 makes a burst wait seconds for SYN retries).
+    request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], app: ViewerApp, check_host: bool) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: ViewerApp,
+        check_host: bool,
+        *,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
+    ) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.app = app
         self.check_host = check_host
         self.host_name = address[0].lower()
+        self.idle_timeout_s = idle_timeout_s
+        self._slots = threading.BoundedSemaphore(max_connections)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve a connection in its own thread, or answer 503 at once when all slots are taken."""
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Serve one connection, then free its slot."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 12\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\nserver busy\n"
+)
 
 
 class ViewerServer:
@@ -458,6 +519,8 @@ class ViewerServer:
         host: str = "127.0.0.1",
         port: int = 0,
         slide: str | Path | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        max_connections: int = MAX_CONNECTIONS,
     ) -> None:
         """Open the result and bind the socket (nothing is served until :meth:`start`).
 
@@ -466,6 +529,8 @@ class ViewerServer:
             host: the address to listen on; 127.0.0.1 (this machine only) by default.
             port: the TCP port; 0 picks a free one.
             slide: the slide file of a score folder, when it moved since scoring.
+            idle_timeout_s: a connection whose client sends nothing for this long is closed.
+            max_connections: connections served at once; more are answered 503 at once.
 
         Raises:
             InputNotFoundError: not a result folder.
@@ -477,9 +542,19 @@ class ViewerServer:
             loaded = load_result(result, slide=slide)
         self.app = ViewerApp(loaded)
         if not 0 <= port <= 65535:
+            self.app.close()
             raise ConfigError(f"--port must be 0-65535, got {port}")
+        if not (idle_timeout_s > 0 and max_connections >= 1):
+            self.app.close()
+            raise ConfigError("the idle timeout and the connection limit must be positive")
         try:
-            self._server = _Server((host, port), self.app, check_host=_is_loopback(host))
+            self._server = _Server(
+                (host, port),
+                self.app,
+                check_host=_is_loopback(host),
+                idle_timeout_s=idle_timeout_s,
+                max_connections=max_connections,
+            )
         except (OSError, OverflowError) as exc:
             self.app.close()
             raise ConfigError(

@@ -277,6 +277,8 @@ def _resolve_device(device: str) -> str:
     if device == "cpu":
         return "cpu"
     if device == "auto":
+        if not _may_have_cuda():  # no GPU here: do not pay torch's import (seconds, gigabytes mapped)
+            return "cpu"
         try:
             import torch
         except ImportError:  # the default install: the CPU path needs no torch
@@ -292,3 +294,15 @@ def _resolve_device(device: str) -> str:
     raise ConfigError(
         f"the DAB scorer runs on the CPU or a CUDA GPU, not on {device!r}", hint="use --device cpu or cuda"
     )
+
+
+def _may_have_cuda() -> bool:
+    """Whether a CUDA GPU could be present, without importing torch (Linux: the NVIDIA device nodes)."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return sys.platform == "win32"  # no CUDA on macOS; on Windows only torch can tell
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/dxg")  # WSL exposes the GPU as /dev/dxg

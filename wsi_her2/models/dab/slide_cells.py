@@ -97,15 +97,22 @@ class SlideDab:
 def tissue_share_at(
     mask: np.ndarray, scale_x: float, scale_y: float, x_level0: np.ndarray, y_level0: np.ndarray, radius_px0: float
 ) -> np.ndarray:
-    """The tissue fraction of a disk of ``radius_px0`` level-0 pixels around each point, from a tissue mask."""
+    """The tissue fraction of a disk of ``radius_px0`` level-0 pixels around each point, from a tissue mask.
+
+    Only the part of the mask around the points is filtered, in 8 bits (shares to 1/255): a whole
+    slide's mask in floating point would cost hundreds of megabytes for a few tiles of cells.
+    """
     if len(x_level0) == 0:
         return np.zeros(0, np.float32)
     r = max(1, round(radius_px0 / max(scale_x, scale_y)))
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
-    share = cv2.filter2D(mask.astype(np.float32), -1, kernel / kernel.sum(), borderType=cv2.BORDER_CONSTANT)
     xi = np.clip((x_level0 / scale_x).astype(np.intp), 0, mask.shape[1] - 1)
     yi = np.clip((y_level0 / scale_y).astype(np.intp), 0, mask.shape[0] - 1)
-    return share[yi, xi]
+    x0, x1 = max(0, int(xi.min()) - r), min(mask.shape[1], int(xi.max()) + r + 1)
+    y0, y1 = max(0, int(yi.min()) - r), min(mask.shape[0], int(yi.max()) + r + 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1)).astype(np.float32)
+    crop = mask[y0:y1, x0:x1].astype(np.uint8) * 255
+    share = cv2.filter2D(crop, cv2.CV_8U, kernel / kernel.sum(), borderType=cv2.BORDER_CONSTANT)
+    return share[yi - y0, xi - x0].astype(np.float32) / 255.0
 
 
 def finish_slide(
