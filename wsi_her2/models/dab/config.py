@@ -150,6 +150,7 @@ class DabConfig(StageConfig):
         return super().from_dict(merged)
 
     def __post_init__(self) -> None:
+        self.check_types()
         for name in (
             "work_mpp",
             "tissue_min_od",

@@ -50,6 +50,7 @@ class TumourGateConfig(StageConfig):
     density_cell_um: float = 2.5
 
     def __post_init__(self) -> None:
+        self.check_types()
         require(isinstance(self.enabled, bool), f"enabled must be true or false, got {self.enabled!r}")
         for name in ("min_nucleus_area_um2", "max_elongation", "radius_um", "density_cell_um"):
             require_positive(name, getattr(self, name))
