@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import fixture_path
 from tests.explain.conftest import image_with_square, square_checkpoint, square_slide  # noqa: F401
+from wsi_her2.models.dab.evidence import NOT_TUMOUR_RGB, TUMOUR_RGB
 from wsi_her2.outputs.heatmap import read_heatmap
 
 
@@ -225,6 +226,16 @@ def dab_scores(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _has_colour(bgr: np.ndarray, colour: tuple[int, int, int]) -> bool:
+    """Many pixels lean strongly towards ``colour``'s hue (the gate blends it over the faded tile)."""
+    rgb = bgr[..., ::-1].astype(np.int32)
+    if colour == TUMOUR_RGB:  # green
+        lean = rgb[..., 1] - np.maximum(rgb[..., 0], rgb[..., 2])
+    else:  # magenta
+        lean = np.minimum(rgb[..., 0], rgb[..., 2]) - rgb[..., 1]
+    return int((lean > 60).sum()) > 200
+
+
 def test_dab_slide_galleries_show_the_evidence_of_a_real_core(run_cli, tmp_path: Path, dab_scores: Path) -> None:
     core = fixture_path("ihc", "her2-tma-core-score2plus.jpg")
     before = _fingerprint(dab_scores)
@@ -239,6 +250,10 @@ def test_dab_slide_galleries_show_the_evidence_of_a_real_core(run_cli, tmp_path:
     for tile in tiles:
         evidence = _png(out / tile["files"][1])
         assert evidence.shape == (512, 512, 3)  # 1024 px at 0.25 µm/px, analysed at 0.5 µm/px
+        # The gate as the slide decided it (cells.npz), tumour nuclei green and the rest magenta.
+        assert tile["gate_from"] == "the slide (cells.npz)"
+        gate = _png(out / tile["files"][2])
+        assert _has_colour(gate, TUMOUR_RGB) and _has_colour(gate, NOT_TUMOUR_RGB)
     for name in ("0", "1plus", "2plus"):
         assert _png(out / f"gallery_{name}.png").shape[0] > 300
 
@@ -254,6 +269,8 @@ def test_dab_patch_evidence(run_cli, tmp_path: Path) -> None:
     assert summary["mode"] == "patch" and sum(summary["cell_counts"].values()) > 100
     assert summary["patch_class"] in ("1+", "2+", "3+") and summary["stain_vectors"]["source"] == "estimated"
     assert _png(out / "evidence.png").shape == (512, 512, 3)
+    assert summary["measurements"]["n_tumour_cells"] <= summary["measurements"]["n_cells"]
+    assert _has_colour(_png(out / "gate.png"), TUMOUR_RGB)
     assert _png(out / "panel.png").shape[1] > 900
     result = run_cli("explain", "dab", patch, "-o", tmp_path / "no-mpp", "--mode", "patch")
     assert result.exit_code == 5 and "--mpp" in result.stderr
