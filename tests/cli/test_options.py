@@ -87,7 +87,7 @@ def test_a_dab_config_file_applies_over_the_config_file_and_under_the_options_on
     config = tmp_path / "c.toml"
     config.write_text("[dab]\nmembrane_od_1plus = 0.05\nwork_mpp = 0.4\n[aggregate]\nlow_1plus = 0.2\n")
     calibration = tmp_path / "cal.toml"
-    calibration.write_text("[dab]\nmembrane_od_1plus = 0.03\n[aggregate]\nlow_1plus = 0.05\nrule = \"cells\"\n")
+    calibration.write_text('[dab]\nmembrane_od_1plus = 0.03\n[aggregate]\nlow_1plus = 0.05\nrule = "cells"\n')
     params = {"config_path": config, "dab_config": calibration, "model": "dab", "rule": "asco_cap", "workers": 0}
     settings = score_settings(SCORE, params)
     assert settings.dab.membrane_od_1plus == 0.03 and settings.dab.work_mpp == 0.4  # over the file, which fills in

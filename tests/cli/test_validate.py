@@ -281,3 +281,15 @@ def test_a_calibration_that_cannot_be_made_keeps_the_validation(
     assert report["n_scored"] == 2 and "at least 4" in report["calibration"]["error"]
     assert not (out / "calibration.json").exists()
     assert "Not made: calibration needs" in (out / "validation.html").read_text()
+
+
+def test_every_case_folder_rescores_from_its_cells_to_its_reported_score(validated: tuple[Path, Result]) -> None:
+    """The membrane-level calibration's premise, on the real cores and the ROI case: exact at the defaults."""
+    from wsi_her2.validation.levels import LevelSpace
+
+    out, _ = validated
+    space = LevelSpace()
+    cases = ["core0", "core2", "syn", "s0", "s1", "s2", "s1b"]
+    data = [space.load_case(out / "cases" / case) for case in cases]
+    space.check_reproduces(data, cases)  # levels, tumour-cell counts and score, exactly
+    assert sum(len(d.partial_od) for d in data[:2]) > 2000

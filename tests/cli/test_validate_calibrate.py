@@ -16,7 +16,7 @@ from wsi_her2_cli.main import cli
 
 @pytest.fixture(scope="module")
 def calibrated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str, Path]]:
-    """validate --calibrate percentages on nine synthetic cases whose 1+ tumours are 6% faint: the 10% rule calls them 0.
+    """validate --calibrate percentages on nine synthetic cases whose 1+ tumours are 6% faint: 10% calls them 0.
 
     (Their faint membranes are well above the 1+ level: no membrane level can help; the cut-off does.
     The membrane levels are calibrated in tests/cli/test_validate_levels.py.)

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from tests.models.dab.conftest import CellSpec, render_tile
+from tests.models.dab.conftest import CellSpec, render_tile, render_tissue
 
 MPP = 0.5
 ZERO = [CellSpec()]
@@ -37,6 +37,36 @@ def write_case_image(path: Path, pattern: str, *, seed: int = 0, size_px: int = 
     tissue = render_tile(PATTERNS[pattern], size_px=size_px, seed=seed)
     image = np.full((size_px + 2 * margin_px, size_px + 2 * margin_px, 3), 242, np.uint8)
     image[margin_px : margin_px + size_px, margin_px : margin_px + size_px] = tissue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_tissue_image(path: Path, membrane_od: float, *, seed: int = 0, margin_px: int = 128) -> Path:
+    """Synthetic tissue (``render_tissue``: a carcinoma nest beside stroma) with membranes of ``membrane_od``, as PNG.
+
+    At 0.5 µm/px the scorer's levels on it are about 0.053 (1+), 0.13 (2+) and 0.33 (3+) OD of line
+    signal, and the nest's membranes give a signal of about 0.78 x their OD: 0.06 reads as faint
+    staining below the 1+ level (0 by the defaults), 0.25 as 2+, 0.5 as 3+.
+    """
+    tissue, _ = render_tissue(size_px=1024, seed=seed, membrane_od=membrane_od)
+    image = np.full((1024 + 2 * margin_px, 1024 + 2 * margin_px, 3), 242, np.uint8)
+    image[margin_px : margin_px + 1024, margin_px : margin_px + 1024] = tissue
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return path
+
+
+def write_restained_crop(path: Path, source: Path, dab_scale: float) -> Path:
+    """The central quarter of a real core (``restain``: a weaker DAB step, re-encoded as JPEG), as PNG."""
+    from tests.models.dab.conftest import load_rgb, restain
+    from wsi_her2.models.dab import DabConfig, estimate_stain_vectors
+
+    rgb = load_rgb(source)
+    h, w = rgb.shape[:2]
+    crop = np.ascontiguousarray(rgb[h // 4 : h // 4 + h // 2, w // 4 : w // 4 + w // 2])
+    thumb = cv2.resize(crop, (crop.shape[1] // 8, crop.shape[0] // 8), interpolation=cv2.INTER_AREA)
+    image = restain(crop, estimate_stain_vectors(thumb, None, DabConfig()), dab_scale=dab_scale)
     path.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
     return path

@@ -77,9 +77,11 @@ def _same_table(a: Path, b: Path) -> bool:
     if a.suffix != ".npz":
         return a.read_bytes() == b.read_bytes()
     with np.load(a, allow_pickle=False) as x, np.load(b, allow_pickle=False) as y:
-        return sorted(x.files) == sorted(y.files) and all(
-            x[k].dtype == y[k].dtype and np.array_equal(x[k], y[k], equal_nan=np.issubdtype(x[k].dtype, np.inexact)) for k in x.files
-        )
+        return sorted(x.files) == sorted(y.files) and all(_same_array(x[k], y[k]) for k in x.files)
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and np.array_equal(a, b, equal_nan=bool(np.issubdtype(a.dtype, np.inexact)))
 
 
 def rerun_check(

@@ -104,7 +104,7 @@ def summarise(
     tool = [int(runs[i].score) for i in done]  # type: ignore[arg-type]
     index = [rows[i]["index"] if rows[i]["index"] is not None else math.nan for i in done]
     sources = sorted({rows[i]["index_source"] for i in done if rows[i]["index_source"]})
-    folders = [runs[i].scores for i in done if runs[i].scores is not None]
+    folders = [scores for i in done if (scores := runs[i].scores) is not None]
     fingerprints = sorted({str(f) for r in folders if (f := r.config.get("settings_fingerprint"))})
     metadata = algorithm_metadata(folders[0]) if folders else {
         "wsi_her2_version": __version__, "model": {"name": settings.model}, "settings_fingerprint":
