@@ -71,7 +71,7 @@ def test_train_calls_its_blank_image_threshold_by_another_name_than_the_tile_mas
     assert any("--min-tissue" in o.flags and o.setting == "grid.min_tissue_fraction" for o in OPTIONS)
 
 
-@pytest.mark.parametrize("command", ["score", "batch", "tile", "explain"])
+@pytest.mark.parametrize("command", ["score", "batch", "tile", "explain", "validate"])
 def test_every_table_option_of_a_command_is_in_its_help(command: str) -> None:
     import importlib
 
