@@ -133,3 +133,16 @@ def test_calibrate_both_reports_each_space_and_moves_the_one_that_helps(lab: Pat
 def test_an_unknown_space_is_a_bad_option(capsys: pytest.CaptureFixture[str], lab: Path, tmp_path: Path) -> None:
     result = run(capsys, "validate", lab / "cases.csv", "-o", tmp_path / "out", "--calibrate", "thresholds")
     assert result.exit_code == 2 and "thresholds" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_calibration_made_over_another_keeps_what_the_new_fit_does_not_replace(lab: Path, tmp_path: Path) -> None:
+    first = tmp_path / "cut-offs.toml"
+    first.write_text("[aggregate]\nlow_1plus = 0.2\n")
+    out = tmp_path / "over"
+    assert _validate(lab, out, "--calibrate", "--dab-config", first) == 0
+    data = json.loads((out / "calibration.json").read_text())
+    assert data["aggregate"] == {"low_1plus": 0.2} and data["dab"]["membrane_od_1plus"] < 0.045
+    assert data["calibration"]["based_on"]["file"] == str(first.resolve())
+    report = json.loads((out / "cases" / "f0" / "report.json").read_text())
+    assert report["calibration"]["overrides"] == {"aggregate": {"low_1plus": 0.2}}
+    assert report["config"]["aggregate"]["low_1plus"] == 0.2

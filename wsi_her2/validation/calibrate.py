@@ -108,7 +108,7 @@ def calibrate_cases(
     runs_done = [runs[i].scores for i in done]
     metadata = algorithm_metadata(runs_done[0]) if runs_done and runs_done[0] is not None else {}
     prov = provenance(cv, [cases[i] for i in done], metadata, hash_slides=options.hash_slides, compared=compared)
-    written = write_calibration(path, cv, prov)
+    written = write_calibration(path, cv, prov, settings.calibration)
     for row in rows:
         row.setdefault("cv_score", None)
         row.setdefault("calibrated_score", None)

@@ -176,13 +176,28 @@ def provenance(
     }
 
 
-def write_calibration(path: str | Path, cv: Any, prov: Mapping[str, Any]) -> Path:
-    """Write the calibration file: the fitted overrides in their section, and the provenance."""
+def write_calibration(
+    path: str | Path, cv: Any, prov: Mapping[str, Any], base: Mapping[str, Any] | None = None
+) -> Path:
+    """Write the calibration file: the fitted overrides in their sections, and the provenance.
+
+    Args:
+        path: the file.
+        cv: the :class:`~wsi_her2.validation.calibration.CrossValidation`.
+        prov: its provenance (:func:`provenance`).
+        base: the ``calibration`` block of a ``--dab-config`` file the cases were scored with: its
+            overrides are kept where the fit does not replace them, so the new file alone scores as
+            the cases were scored plus the fit.
+    """
     from wsi_her2.outputs.atomic import write_json
 
     sections: dict[str, Any] = {name: {} for name in OVERRIDE_SECTIONS}
-    sections.update({name: dict(values) for name, values in cv.overrides.items()})
-    return write_json(path, {"format": FORMAT, **sections, PROVENANCE: dict(prov)})
+    for name, values in ((base or {}).get("overrides") or {}).items():
+        sections[name] = dict(values)
+    for name, values in cv.overrides.items():
+        sections[name] = {**sections.get(name, {}), **values}
+    record = {**prov, "based_on": None if base is None else {k: base.get(k) for k in ("file", "sha256")}}
+    return write_json(path, {"format": FORMAT, **sections, PROVENANCE: record})
 
 
 def calibration_block(
