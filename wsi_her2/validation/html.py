@@ -210,9 +210,18 @@ def _cases(summary: dict[str, Any]) -> str:
     return _table([*header, "rerun identical", "ROI index spread", "message"], rows)
 
 
-def write_html(path: Path, summary: dict[str, Any], figure: Path) -> Path:
-    """Write the page; the figure is embedded."""
-    from wsi_her2.viewer.report_html import STYLE, data_uri
+def _figure(figure: Path | None) -> str:
+    from wsi_her2.viewer.report_html import data_uri
+
+    if figure is None:
+        return ""
+    uri = data_uri(figure.read_bytes(), "image/png")
+    return f'<h2>Figure</h2><img alt="validation figure" style="max-width:100%" src="{uri}">'
+
+
+def write_html(path: Path, summary: dict[str, Any], figure: Path | None) -> Path:
+    """Write the page; the figure (when drawn) is embedded."""
+    from wsi_her2.viewer.report_html import STYLE
 
     size = summary["sample_size"]
     notes = "".join(f'<p class="note">{_e(n)}</p>' for n in summary["notes"])
@@ -226,7 +235,7 @@ def write_html(path: Path, summary: dict[str, Any], figure: Path) -> Path:
 <h2>ISH</h2>{_ish(summary)}
 <h2>CAP checks for quantitative image analysis</h2>{_checks(summary)}
 {_calibration(summary.get("calibration"))}
-<h2>Figure</h2><img alt="validation figure" style="max-width:100%" src="{data_uri(figure.read_bytes(), "image/png")}">
+{_figure(figure)}
 <h2>Cases</h2>{_cases(summary)}
 <h2>Sample size</h2><p>{_e(size["her2_positive"])} HER2-positive and {_e(size["her2_negative"])} HER2-negative
 cases ({_e(size["her2_unresolved_2plus_without_ish"])} 2+ without ISH); {_e(size["basis"])}:

@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from wsi_her2 import extras
 from wsi_her2.errors import DatasetError
 from wsi_her2.outputs.atomic import ensure_dir, write_json
 from wsi_her2.outputs.schema import (
@@ -185,8 +186,12 @@ def run_validation(
     from wsi_her2.validation.writers import write_case_table, write_figure, write_html
 
     files["cases_csv"] = write_case_table(out / VALIDATION_CASES_CSV, rows)
-    files["figure"] = write_figure(out / VALIDATION_FIGURE, summary)
-    files["html"] = write_html(out / VALIDATION_HTML, summary, files["figure"])
+    if extras.missing("matplotlib"):  # the core install has no matplotlib: the report goes on without its figure
+        summary["notes"].append(f"{VALIDATION_FIGURE} was not drawn: matplotlib is not installed "
+                                "(pip install 'wsi-her2[explain]')")  # fmt: skip
+    else:
+        files["figure"] = write_figure(out / VALIDATION_FIGURE, summary)
+    files["html"] = write_html(out / VALIDATION_HTML, summary, files.get("figure"))
     summary["files"] = {role: path.name for role, path in files.items()} | {"report": VALIDATION_REPORT}
     files["report"] = write_json(out / VALIDATION_REPORT, summary)
     return ValidationResult(out, summary, files, runs, calibration_error)
