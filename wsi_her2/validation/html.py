@@ -11,6 +11,7 @@ from typing import Any
 
 from wsi_her2.her2 import SCORES_4
 from wsi_her2.outputs.atomic import write_text
+from wsi_her2.outputs.schema import REPORT
 from wsi_her2.validation.report import algorithm_line
 
 
@@ -184,9 +185,7 @@ def _cases(summary: dict[str, Any]) -> str:
     rows = []
     calibrated = any("cv_score" in r for r in summary["cases"])
     for r in summary["cases"]:
-        link = (
-            f'<a href="{_e(r["folder"])}/report.json">{_e(r["case"])}</a>' if r["status"] != "failed" else _e(r["case"])
-        )
+        link = f'<a href="{_e(r["folder"])}/{REPORT}">{_e(r["case"])}</a>' if r["status"] != "failed" else _e(r["case"])
         cells = [
             link,
             _e(r["pathologist_score"]),
