@@ -47,11 +47,11 @@ def test_a_new_option_is_one_entry(tmp_path: Path) -> None:
     from wsi_her2.config import load_config_file
 
     entry = _opt("gate_config", "--gate-config", ("score", "batch", "explain"), "dab",
-                 lambda path: {"tumour_gate": load_config_file(path)["tumour_gate"]} if path else None,
+                 lambda path: {"tumour_gate": load_config_file(path)["dab"]["tumour_gate"]} if path else None,
                  type=click.Path(path_type=Path), default=None, help="The tumour gate's settings.")  # fmt: skip
     table = (*OPTIONS, entry)
     gate_file = tmp_path / "gate.toml"
-    gate_file.write_text("[tumour_gate]\nradius_um = 33.0\n")
+    gate_file.write_text("[dab.tumour_gate]\nradius_um = 33.0\n")
 
     @click.command()
     @table_options(SCORE, table)

@@ -50,15 +50,18 @@ def test_a_calibration_file_reports_its_provenance_summary(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize(
-    ("text", "phrase"),
+    ("name", "text", "phrase"),
     [
-        ("[tissue]\nclose_um = 2\n", r"section\(s\) tissue do not belong"),
-        ('format = "other/9"\n', "unknown calibration format"),
-        ("[dab\n", "cannot parse"),
+        ("bad.toml", "[tissue]\nclose_um = 2\n", r"section\(s\) tissue do not belong"),
+        ("bad.json", '{"format": "other/9", "dab": {}}', "unknown calibration format"),
+        ("bad.json", '{"dab": {}, "grid": {"tile_size_px": 64}}', r"section\(s\) grid do not belong"),
+        ("bad.json", "[1, 2]", "must hold a mapping"),
+        ("bad.toml", "[dab\n", "cannot parse"),
+        ("bad.json", '{"dab": ', "cannot parse"),
     ],
 )
-def test_files_that_are_not_dab_settings_are_refused(tmp_path: Path, text: str, phrase: str) -> None:
-    path = tmp_path / "bad.toml"
+def test_files_that_are_not_dab_settings_are_refused(tmp_path: Path, name: str, text: str, phrase: str) -> None:
+    path = tmp_path / name
     path.write_text(text)
     with pytest.raises(ConfigError, match=phrase):
         load_dab_config(path)

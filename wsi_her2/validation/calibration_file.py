@@ -64,12 +64,10 @@ def load_dab_config(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[s
         InputNotFoundError: the file does not exist.
         ConfigError: it cannot be parsed, or holds a section other than dab, aggregate and calibration.
     """
-    from wsi_her2.config import load_config_file
-
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(f"--dab-config file not found: {path}", hint="give a calibration file from validate")
-    data = load_config_file(path)
+    data = _read(path)
     unknown = sorted(set(data) - {*OVERRIDE_SECTIONS, PROVENANCE, "format"})
     if unknown:
         raise ConfigError(
@@ -87,6 +85,27 @@ def load_dab_config(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[s
         sections[name] = dict(section)
     provenance = data.get(PROVENANCE)
     return sections, calibration_block(path, sections, provenance if isinstance(provenance, Mapping) else None)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """The file's mapping, read as validate writes it (JSON) or as every config file (TOML, YAML).
+
+    A calibration (JSON) holds its format and provenance beside the sections; a hand-written file
+    of [dab]/[aggregate] settings is a config file.
+    """
+    if path.suffix.lower() != ".json":
+        from wsi_her2.config import load_config_file
+
+        return load_config_file(path)
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ConfigError(f"cannot parse --dab-config file {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"--dab-config file {path} must hold a mapping of sections, not {type(data).__name__}")
+    return data
 
 
 def provenance(
