@@ -13,7 +13,7 @@ from tests.conftest import ROOT
 
 # Above the stages: the composition, the settings, the commands and everything built on them.
 UPPER = ("wsi_her2.pipeline", "wsi_her2.settings", "wsi_her2.batch", "wsi_her2.explain", "wsi_her2.viewer",
-         "wsi_her2.training", "wsi_her2_cli")  # fmt: skip
+         "wsi_her2.validation", "wsi_her2.training", "wsi_her2_cli")  # fmt: skip
 STAGES = ("models", "outputs", "slide", "tiling", "results.py", "aggregate.py", "tissue.py", "config.py",
           "roi.py", "her2.py", "errors.py", "extras.py", "inference.py", "device.py", "progress.py")  # fmt: skip
 # `from wsi_her2.settings import run_score` (the README's example) resolves lazily to the pipeline's.

@@ -250,6 +250,7 @@ def score_slide(
         MppError, SlideReadError, InputNotFoundError: as for :func:`prepare_slide`.
     """
     settings = settings or ScoreSettings()
+    calibration = dict(settings.calibration) if settings.calibration is not None else None
     grid_cfg = scorer.grid_config(settings.grid, settings.grid_user_set)
     prepared = prepare_slide(
         path, mpp=mpp, backend=settings.backend, tissue=settings.tissue, grid=grid_cfg, roi=roi, progress=progress,
@@ -261,7 +262,7 @@ def score_slide(
         if prepared.no_tissue is not None:
             config = settings.report_config(grid=grid_cfg)
             return SlideResult(prepared, "no_tissue", None, None, scorer.identity(), scorer.card(), {}, {},
-                               prepared.timings_s, config, outputs)  # fmt: skip
+                               prepared.timings_s, config, outputs, calibration=calibration)  # fmt: skip
         t0 = time.perf_counter()
         facts = scorer.prepare(prepared, check_stain=settings.check_stain)
         prepared.timings_s["model_prepare_s"] = time.perf_counter() - t0
@@ -279,7 +280,7 @@ def score_slide(
     return SlideResult(
         prepared, "done", predictions, score, scorer.identity(), scorer.card(), facts, scorer.runtime(),
         prepared.timings_s, settings.report_config(grid=grid_cfg, loader=loader), outputs, finish.summary,
-        finish.tables,
+        finish.tables, calibration,
     )  # fmt: skip
 
 

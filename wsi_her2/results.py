@@ -114,6 +114,8 @@ class SlideResult:
         outputs: what the scorer adds to the result folder (columns, channels, files, caveat).
         scorer_summary: the scorer's slide-level summary (from its finishing step).
         tables: per file name of ``outputs.files``, the columns to write (e.g. one row per cell).
+        calibration: the ``--dab-config`` file the settings applied (its hash, overrides and
+            provenance), or None; recorded in the report.
         files: the outputs written, by role (once written).
     """
 
@@ -130,4 +132,5 @@ class SlideResult:
     outputs: ScorerOutputs = field(default_factory=ScorerOutputs)
     scorer_summary: dict[str, Any] = field(default_factory=dict)
     tables: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
     files: dict[str, Path] = field(default_factory=dict)

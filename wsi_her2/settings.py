@@ -37,6 +37,23 @@ def _given(section: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (section or {}).items() if v is not None}
 
 
+def require_dab_model(model: str) -> None:
+    """A ``--dab-config`` calibration tunes the DAB scorer: refuse it with a trained model.
+
+    Raises:
+        ConfigError: ``model`` is not tuned by the ``[dab]`` settings.
+    """
+    from wsi_her2.models import takes_dab_settings
+
+    if not takes_dab_settings(model):
+        from wsi_her2.errors import ConfigError
+
+        raise ConfigError(
+            f"--dab-config tunes the DAB scorer, not the model {model}",
+            hint="leave out --dab-config, or score with the DAB scorer (--model dab)",
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class TileSettings:
     """How to tile a slide (``wsi-her2 tile``).
@@ -93,6 +110,9 @@ class ScoreSettings:
         dab: the DAB scorer's thresholds.
         backend: slide reader to force, or "auto".
         check_stain: refuse slides whose stain is not the model's.
+        calibration: what a ``--dab-config`` file applied (its path, SHA-256, overrides and
+            provenance: :func:`wsi_her2.validation.calibration_file.calibration_block`), recorded in
+            every report; its hash enters the fingerprint, and only when set.
     """
 
     model: str = "dab"
@@ -105,6 +125,11 @@ class ScoreSettings:
     dab: DabConfig = dataclasses.field(default_factory=DabConfig)
     backend: str = "auto"
     check_stain: bool = True
+    calibration: Mapping[str, Any] | None = dataclasses.field(default=None, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.calibration is not None:
+            require_dab_model(self.model)
 
     @classmethod
     def from_sections(
@@ -114,11 +139,13 @@ class ScoreSettings:
         model: str = "dab",
         backend: str = "auto",
         check_stain: bool = True,
+        calibration: Mapping[str, Any] | None = None,
     ) -> ScoreSettings:
         """Build from config sections (file sections merged with options; None values = not given).
 
         Raises:
-            ConfigError: an unknown section, unknown key or invalid value.
+            ConfigError: an unknown section, unknown key or invalid value; a calibration with a
+                model that is not the DAB scorer.
         """
         _check_sections(sections, SECTIONS)
         grid_values = _given(sections.get("grid"))
@@ -133,17 +160,21 @@ class ScoreSettings:
             dab=DabConfig.from_dict(sections.get("dab")),
             backend=backend,
             check_stain=check_stain,
+            calibration=calibration,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values of every setting."""
-        return {
+        values = {
             "model": self.model,
             **{name: getattr(self, name).to_dict() for name in SECTIONS},
             "grid_user_set": sorted(self.grid_user_set),
             "backend": self.backend,
             "check_stain": self.check_stain,
         }
+        if self.calibration is not None:  # only then, so that uncalibrated fingerprints stay as they were
+            values["calibration_sha256"] = self.calibration.get("sha256")
+        return values
 
     def fingerprint(self) -> str:
         """SHA-256 of the settings that change results (worker counts and batch sizes do not)."""

@@ -81,8 +81,12 @@ def explain(
     from wsi_her2_cli.console import RichProgress, err_console, setup_logging
 
     setup_logging(verbose, quiet)
+    if options.get("dab_config") is not None and scores_dir is not None:
+        from wsi_her2.errors import ConfigError
+
+        raise ConfigError("--dab-config applies when scoring here", hint="the --scores folder has its own settings")
     settings = None
-    if scores_dir is None and mode != "patch":
+    if scores_dir is None and (mode != "patch" or options.get("dab_config") is not None):
         params = {**options, "device": device, "workers": workers, "backend": backend}
         settings = score_settings(EXPLAIN, params, model=checkpoint)
     if workers is None:

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "wsi_her2_cli.evaluate:evaluate",
     "explain": "wsi_her2_cli.explain:explain",
     "batch": "wsi_her2_cli.batch:batch",
+    "validate": "wsi_her2_cli.validate:validate",
     "view": "wsi_her2_cli.view:view",
     "report": "wsi_her2_cli.report:report",
 }
@@ -61,7 +62,8 @@ def cli() -> None:
     Every command takes --help. Coordinates in all outputs are level-0 pixels.
     Exit codes: 0 ok, 1 internal error, 2 bad option, 3 input not found, 4 unreadable slide,
     5 unknown µm/px, 6 no tissue, 7 model problem, 8 stain mismatch, 9 device, 10 cannot write
-    output, 11 bad dataset, 12 some slides of a batch failed, 130 interrupted.
+    output, 11 bad dataset or case list, 12 some slides of a batch (cases of a validation) failed,
+    130 interrupted.
     """
 
 

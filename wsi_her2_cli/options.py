@@ -2,8 +2,9 @@
 
 Each :class:`Option` says its flags, which commands have it and where its value goes: a
 ``section.key`` of the settings (``grid.tile_size_px``), a whole section (a mapping, e.g. read from
-a file), a top-level setting (``model``, ``backend``, ``check_stain``), or nowhere (None: the
-command reads it itself, e.g. ``--mpp``, ``--roi``). :func:`table_options` puts a command's
+a file), a top-level setting (``model``, ``backend``, ``check_stain``), several sections read from
+a file (:data:`FILE_SECTIONS`: ``--dab-config``), or nowhere (None: the command reads it itself,
+e.g. ``--mpp``, ``--roi``, validate's checks). :func:`table_options` puts a command's
 options on it; :func:`settings_sections` turns the values given, over a ``--config`` file, into
 the settings' sections; :func:`score_settings` and :func:`tile_settings` build the one settings
 object the library takes whole. Adding an option is one entry here.
@@ -21,13 +22,25 @@ import click
 F = TypeVar("F", bound=Callable[..., Any])
 
 INFO, SCORE, BATCH, TILE, EXPLAIN = "info", "score", "batch", "tile", "explain"
-TRAIN, EVALUATE = "train", "evaluate"
-SCORING = (SCORE, BATCH)
-TILING = (SCORE, BATCH, TILE)
+TRAIN, EVALUATE, VALIDATE = "train", "evaluate", "validate"
+SCORING = (SCORE, BATCH, VALIDATE)
+TILING = (*SCORING, TILE)
 READING = (INFO, SCORE, TILE, EXPLAIN)
 DATA = (TRAIN, EVALUATE)
 # Settings that are not in a section (arguments of ScoreSettings.from_sections / TileSettings.from_sections).
-TOP_LEVEL = ("model", "backend", "check_stain")
+TOP_LEVEL = ("model", "backend", "check_stain", "calibration")
+# The setting of an option whose value is a mapping of whole sections (and top-level settings): they
+# apply over the --config file and under every other option given on the line.
+FILE_SECTIONS = "sections"
+
+
+def _dab_config(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
+    from wsi_her2.validation.calibration_file import load_dab_config
+
+    sections, block = load_dab_config(path)
+    return {**sections, "calibration": block}
 
 
 def _false_if_set(flag: bool) -> bool | None:
@@ -104,9 +117,9 @@ OPTIONS: tuple[Option, ...] = (
     # -- the slide --------------------------------------------------------------------------------
     _opt("mpp", "--mpp", READING, None, type=click.FloatRange(min=0, min_open=True), default=None,
          help="µm per level-0 pixel, overriding the slide's metadata (needed for JPEG/PNG images)."),
-    _opt("mpp", "--mpp", (BATCH,), None, type=click.FloatRange(min=0, min_open=True), default=None,
-         help="µm/px of JPEG/PNG images and of slides whose metadata has none (a fallback; a --list mpp "
-              "column overrides)."),
+    _opt("mpp", "--mpp", (BATCH, VALIDATE), None, type=click.FloatRange(min=0, min_open=True), default=None,
+         help="µm/px of JPEG/PNG images and of slides whose metadata has none (a fallback; an mpp column "
+              "of the list overrides)."),
     _opt("backend", "--backend", (INFO, *TILING, EXPLAIN), "backend",
          type=click.Choice(["auto", "tifffile", "openslide", "image"]), default="auto", show_default=True,
          help="Slide reader; auto picks the fastest that reads the file."),
@@ -123,6 +136,10 @@ OPTIONS: tuple[Option, ...] = (
          help="Do not reject marker-pen ink."),
     _opt("roi_path", "--roi", (SCORE, TILE), None, type=click.Path(path_type=Path), default=None,
          help="GeoJSON of regions to score (e.g. the invasive tumour exported from QuPath)."),
+    _opt("dab_config", "--dab-config", (*SCORING, EXPLAIN), FILE_SECTIONS, _dab_config,
+         type=click.Path(path_type=Path), default=None,
+         help="DAB scorer calibration from `wsi-her2 validate --calibrate` (or a file of [dab]/[aggregate] "
+              "settings): over --config, under the options on the line; every report records it."),
     # -- the tile loader --------------------------------------------------------------------------
     _opt("workers", "--workers", TILING, "loader.workers", type=click.IntRange(0, 256), default=None,
          help="Worker processes reading tiles (0 = in this process). [default: one per core, at most 16]"),
@@ -135,6 +152,23 @@ OPTIONS: tuple[Option, ...] = (
     _opt("save_size", "--save-size", (TILE,), "loader.output_size_px", lambda v: 1024 if v == "1024" else None,
          type=click.Choice(["224", "1024"]), default="224", show_default=True,
          help="Side in pixels of the saved tile images."),
+    # -- validation on a lab's cases ----------------------------------------------------------------
+    _opt("calibrate", "--calibrate", (VALIDATE,), None, type=click.Choice(["auto", "levels", "percentages", "both"]),
+         is_flag=False, flag_value="auto", default=None,
+         help="Fit the DAB scorer by cross-validation and write calibration.json: its membrane levels, the "
+              "ASCO/CAP cut-offs, or both. [--calibrate alone: auto = levels]"),
+    _opt("folds", "--folds", (VALIDATE,), None, type=click.IntRange(2), default=None,
+         help="k-fold cross-validation for --calibrate. [default: leave-one-out up to 50 cases, else 10]"),
+    _opt("rerun", "--rerun", (VALIDATE,), None, type=click.IntRange(0), default=None,
+         help="Cases (a seeded random subset) scored again for the rerun check; 0 skips it. [default: all]"),
+    _opt("roi_check", "--roi-check", (VALIDATE,), None, type=click.IntRange(0), default=None,
+         help="Cases scored again with shrunk, grown and shifted ROIs; 0 skips it. [default: all]"),
+    _opt("roi_jitter_um", "--roi-jitter-um", (VALIDATE,), None, type=click.FloatRange(min=0, min_open=True),
+         default=50.0, show_default=True, help="How far the ROI check shrinks, grows and shifts each ROI (µm)."),
+    _opt("bootstrap_samples", "--bootstrap", (VALIDATE,), None, type=click.IntRange(100, 100_000), default=2000,
+         show_default=True, help="Bootstrap resamples of the 95% intervals."),
+    _opt("seed", "--seed", (VALIDATE,), None, type=int, default=0, show_default=True,
+         help="Seed of the intervals, the check subsets and the folds."),
     # -- training and evaluation --------------------------------------------------------------------
     _opt("architecture", "--arch", (TRAIN,), "train.architecture", default=None,
          help="Network: convnext_tiny, resnet50, mobilenetv2_100, inception_v3. [default: convnext_tiny]"),
@@ -254,11 +288,19 @@ def settings_sections(
         name: dict(s or {}) for name, s in (load_config_file(path) if path else {}).items()
     }
     top: dict[str, Any] = {}
-    for option in table:
+    # Whole-file options first, so that the options given on the line win over them.
+    for option in sorted(table, key=lambda o: o.setting != FILE_SECTIONS):
         if command not in option.commands or option.setting is None or option.name not in params:
             continue
         value = params[option.name]
         value = option.value(value) if option.value is not None else value
+        if option.setting == FILE_SECTIONS:
+            for name, values in (value or {}).items():
+                if name in TOP_LEVEL:
+                    top[name] = values
+                else:
+                    sections.setdefault(name, {}).update(values)
+            continue
         section, _, key = option.setting.partition(".")
         if not key and section in TOP_LEVEL:
             if value is not None:
@@ -294,7 +336,7 @@ def score_settings(
     """The :class:`~wsi_her2.settings.ScoreSettings` of a command's options over its config file.
 
     Args:
-        command: "score", "batch" or "explain".
+        command: "score", "batch", "explain" or "validate".
         params: the command's parameter values.
         workers: loader workers instead of the option's (batch shares the cores).
         table: the option table.

@@ -52,6 +52,9 @@ def score(
         click.echo(result.files["report"].read_text(encoding="utf-8"), nl=False)
     elif not quiet:
         print_score_summary(result, result.files, err_console)
+        if settings.calibration is not None:
+            sha = str(settings.calibration.get("sha256"))[:12]
+            err_console.print(f"calibrated by {settings.calibration.get('file')} (sha256 {sha}...)", highlight=False)
     if result.status == "no_tissue":
         raise NoTissueError(
             str(result.slide.no_tissue), hint=f"{result.slide.no_tissue_hint}; a report saying so is in {out_dir}"

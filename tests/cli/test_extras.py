@@ -56,3 +56,24 @@ def test_the_dab_scorer_needs_no_extra(run_cli: Any, without: Any, tmp_path: Pat
     core = fixture_path("ihc", "her2-tma-core-score0.jpg")
     result = run_cli("score", core, "--mpp", "0.25", "-o", tmp_path / "o", "--workers", "0", "-q")
     assert result.exit_code == 0, result.stderr
+
+
+def test_validate_without_matplotlib_writes_the_report_without_its_figure(
+    run_cli: Any, without: Any, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.validation.helpers import write_case_image, write_cases_csv
+
+    without("matplotlib")
+    for name, pattern in (("a", "0"), ("b", "1+")):
+        write_case_image(tmp_path / f"{name}.png", pattern)
+    cases = write_cases_csv(tmp_path / "cases.csv", ["slide", "score"], [["a.png", "0"], ["b.png", "1+"]])
+    out = tmp_path / "out"
+    result = run_cli("validate", cases, "-o", out, "--mpp", "0.5", "--rerun", "0", "--roi-check", "0",
+                     "--workers", "0", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    report = json.loads((out / "validation.json").read_text())
+    assert any("validation.png was not drawn" in note and "wsi-her2[explain]" in note for note in report["notes"])
+    assert not (out / "validation.png").exists() and "figure" not in report["files"]
+    assert "validation.png was not drawn" in (out / "validation.html").read_text()

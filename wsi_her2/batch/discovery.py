@@ -14,7 +14,7 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from wsi_her2.errors import ConfigError, InputNotFoundError
+from wsi_her2.errors import ConfigError, InputNotFoundError, WsiHer2Error
 from wsi_her2.slide import SLIDE_SUFFIXES
 from wsi_her2.slide.image_backend import IMAGE_SUFFIXES
 
@@ -23,9 +23,10 @@ DICOM_SUFFIX = ".dcm"
 _VMS_SUFFIXES = {".vms", ".vmu"}
 SKIP_IMAGE_NO_MPP = "image without µm/px (give --mpp, or an mpp column in --list)"
 SKIP_LISTED_TWICE = "listed twice"
-_PATH_HEADERS = ("path", "slide", "file", "filename", "slide_path")
-_MPP_HEADERS = ("mpp", "mpp_um", "um_per_px", "microns_per_pixel", "mpp_um_per_px")
-_ROI_HEADERS = ("roi", "roi_path", "roi_file", "annotations", "geojson")
+# Column names of slide lists (batch --list, validate's case list), lower case.
+PATH_HEADERS = ("path", "slide", "file", "filename", "slide_path", "slide_file")
+MPP_HEADERS = ("mpp", "mpp_um", "um_per_px", "microns_per_pixel", "mpp_um_per_px")
+ROI_HEADERS = ("roi", "roi_path", "roi_file", "annotations", "geojson")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,17 +152,28 @@ def discover_slides(root: str | Path, *, exclude: list[str | Path] | None = None
     return Discovery(slides, [], dict(ignored), root)
 
 
-def _float_or_none(text: str, where: str) -> float | None:
+def parse_mpp(text: str, where: str, error: type[WsiHer2Error] = ConfigError) -> float | None:
+    """A list's µm/px cell: None when blank, else a positive number.
+
+    Raises:
+        ``error``: the cell is not a positive number (``where`` names the file and line).
+    """
     text = text.strip()
     if not text:
         return None
     try:
         value = float(text)
     except ValueError:
-        raise ConfigError(f"{where}: µm/px {text!r} is not a number") from None
-    if not value > 0 or value != value:
-        raise ConfigError(f"{where}: µm/px must be positive, got {text!r}")
+        raise error(f"{where}: µm/px {text!r} is not a number") from None
+    if not (value > 0 and value < float("inf")):
+        raise error(f"{where}: µm/px must be a positive number, got {text!r}")
     return value
+
+
+def listed_path(text: str, base: Path) -> Path:
+    """A path as a list gives it: ``~`` expanded, relative paths relative to the list's folder."""
+    path = Path(os.path.expanduser(text))
+    return path if path.is_absolute() else base / path
 
 
 def read_slide_list(list_path: str | Path) -> Discovery:
@@ -184,14 +196,14 @@ def read_slide_list(list_path: str | Path) -> Discovery:
         rows = [(i + 1, r) for i, r in enumerate(csv.reader(fh)) if r and any(c.strip() for c in r)]
     rows = [(n, r) for n, r in rows if not r[0].lstrip().startswith("#")]
     columns = {"path": 0, "mpp": 1, "roi": 2}
-    if rows and rows[0][1][0].strip().lower() in _PATH_HEADERS:
+    if rows and rows[0][1][0].strip().lower() in PATH_HEADERS:
         header = [c.strip().lower() for c in rows[0][1]]
-        columns = {"path": next(i for i, c in enumerate(header) if c in _PATH_HEADERS)}
-        for key, names in (("mpp", _MPP_HEADERS), ("roi", _ROI_HEADERS)):
+        columns = {"path": next(i for i, c in enumerate(header) if c in PATH_HEADERS)}
+        for key, names in (("mpp", MPP_HEADERS), ("roi", ROI_HEADERS)):
             found = [i for i, c in enumerate(header) if c in names]
             if found:
                 columns[key] = found[0]
-        unknown = [c for c in header if c and c not in _PATH_HEADERS + _MPP_HEADERS + _ROI_HEADERS]
+        unknown = [c for c in header if c and c not in PATH_HEADERS + MPP_HEADERS + ROI_HEADERS]
         if unknown:
             raise ConfigError(
                 f"{list_path}: unknown column(s) {', '.join(unknown)}",
@@ -209,14 +221,12 @@ def read_slide_list(list_path: str | Path) -> Discovery:
         text = cell(row, "path")
         if not text:
             raise ConfigError(f"{where}: no slide path")
-        path = Path(os.path.expanduser(text))
         roi_text = cell(row, "roi")
-        roi = Path(os.path.expanduser(roi_text)) if roi_text else None
         listed.append(
             (
-                path if path.is_absolute() else base / path,
-                _float_or_none(cell(row, "mpp"), where),
-                (roi if roi.is_absolute() else base / roi) if roi else None,
+                listed_path(text, base),
+                parse_mpp(cell(row, "mpp"), where),
+                listed_path(roi_text, base) if roi_text else None,
             )
         )
     common = _common_folder([p for p, _, _ in listed])

@@ -14,6 +14,7 @@ from typing import Any
 from wsi_her2._version import __version__
 from wsi_her2.outputs import schema
 from wsi_her2.outputs.atomic import write_json, write_text
+from wsi_her2.outputs.tile_table import csv_cell
 
 STATUSES = ("done", "no_tissue", "failed", "skipped", "pending")
 
@@ -98,16 +99,6 @@ def csv_columns(rows: list[dict[str, Any]]) -> list[str]:
     return [*schema.SUMMARY_LEADING, *fractions, *fields, *schema.SUMMARY_TRAILING]
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return "" if value != value else f"{value:.6g}"
-    return str(value)
-
-
 def summary_csv_text(rows: list[dict[str, Any]]) -> str:
     """The rows as CSV text (empty cells for missing values)."""
     import csv
@@ -123,11 +114,11 @@ def summary_csv_text(rows: list[dict[str, Any]]) -> str:
         values = []
         for column in columns:
             if column in fraction_of:
-                values.append(_cell((row.get(schema.ROW_FRACTIONS) or {}).get(fraction_of[column])))
+                values.append(csv_cell((row.get(schema.ROW_FRACTIONS) or {}).get(fraction_of[column])))
             elif column in fields:
-                values.append(_cell((row.get(schema.ROW_SCORER_SUMMARY) or {}).get(column)))
+                values.append(csv_cell((row.get(schema.ROW_SCORER_SUMMARY) or {}).get(column)))
             else:
-                values.append(_cell(row.get(column)))
+                values.append(csv_cell(row.get(column)))
         writer.writerow(values)
     return buffer.getvalue()
 

@@ -69,7 +69,10 @@ def explain(
             raise ConfigError("--scores is for slide mode", hint="leave out --mode patch, or --scores")
         if slide_options.get("cam_heatmap"):
             raise ConfigError("--cam-heatmap is for slide mode", hint="use --mode slide")
-        return explain_patch(model, image, out_dir, target=target, mpp=mpp, backend=backend, device=device)
+        return explain_patch(
+            model, image, out_dir, target=target, mpp=mpp, backend=backend, device=device,
+            settings=slide_options.get("settings"),
+        )  # fmt: skip
     return explain_slide(
         model, image, out_dir, scores=scores, target=target, mpp=mpp, backend=backend, device=device,
         progress=progress, **slide_options,

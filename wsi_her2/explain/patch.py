@@ -136,6 +136,7 @@ def explain_patch(
     backend: str = "auto",
     device: str = "auto",
     explainer: Any = None,
+    settings: Any = None,
 ) -> Explanation:
     """Explain one patch.
 
@@ -148,6 +149,8 @@ def explain_patch(
         backend: image reader to force.
         device: "auto", "cpu", "cuda", ...
         explainer: an already loaded :class:`~wsi_her2.explain.gradcam.GradCamExplainer`.
+        settings: :class:`~wsi_her2.settings.ScoreSettings` whose DAB settings (and calibration) a DAB
+            patch is scored with (default: the DAB scorer's defaults).
 
     Raises:
         InputNotFoundError: the checkpoint or image does not exist.
@@ -161,7 +164,7 @@ def explain_patch(
         from wsi_her2.explain.dab import check_dab_class
 
         check_dab_class(target)
-        return _explain_dab_patch(image, out_dir, mpp=mpp, backend=backend, target=target)
+        return _explain_dab_patch(image, out_dir, mpp=mpp, backend=backend, target=target, settings=settings)
     require_torch("Grad-CAM of a trained model needs")
     from wsi_her2.explain.gradcam import load_explainer, normalise
 
@@ -223,7 +226,7 @@ def explain_patch(
 
 
 def _explain_dab_patch(
-    image: str | Path, out_dir: str | Path, *, mpp: float | None, backend: str, target: str | None
+    image: str | Path, out_dir: str | Path, *, mpp: float | None, backend: str, target: str | None, settings: Any
 ) -> Explanation:
     from wsi_her2.explain.dab import evidence_legend, patch_evidence, scorer_identity
     from wsi_her2.her2 import SCORES_4
@@ -231,7 +234,7 @@ def _explain_dab_patch(
 
     rgb, info = read_patch(image, mpp=mpp, backend=backend)
     patch_mpp = require_mpp(info)
-    evidence = patch_evidence(rgb, patch_mpp)
+    evidence = patch_evidence(rgb, patch_mpp, settings.dab if settings is not None else None)
     out = ensure_dir(out_dir)
     files: dict[str, Path] = {
         "input": write_image(out / INPUT, evidence.image),
@@ -262,6 +265,7 @@ def _explain_dab_patch(
         "cell_fractions": fractions,
         "measurements": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()},
         "stain_vectors": evidence.stains.to_dict(),
+        "calibration": getattr(settings, "calibration", None),
         "method": {"name": "DAB scorer evidence", "legend": {label: list(rgb) for label, rgb in evidence_legend()}},
         "notes": [] if target is None else [f"--class {target} does not change a DAB patch explanation"],
         "caveats": [CAVEAT_DAB],

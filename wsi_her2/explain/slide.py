@@ -173,6 +173,7 @@ def explain_slide(
             "rule": (folder.report.get("result") or {}).get("rule"),
         },
         "model": folder.model,
+        "calibration": folder.calibration,
         "top_k": top_k,
         "classes": galleries,
         "cam_heatmap": heatmap,

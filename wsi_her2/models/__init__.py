@@ -70,6 +70,11 @@ def explanation_of(model: str | Path) -> str:
     return EVIDENCE if _is_dab(model) else GRADCAM
 
 
+def takes_dab_settings(model: str | Path) -> bool:
+    """True when this model is tuned by the ``[dab]`` settings (and so by a ``--dab-config`` calibration)."""
+    return _is_dab(model)
+
+
 def tile_geometry(model: str | Path) -> tuple[int, float | None]:
     """(tile side in pixels, µm/px of those pixels or None) of the tiles this model scores, without loading it.
 
@@ -114,5 +119,6 @@ __all__ = [
     "load_scorer",
     "model_fingerprint",
     "same_kind",
+    "takes_dab_settings",
     "tile_geometry",
 ]

@@ -4,7 +4,10 @@ A ``score`` folder holds ``report.json`` (written last: its presence means the f
 ``heatmap.zarr``, ``tiles.csv``, ``predictions.geojson``, ``overlay.png`` and the files its scorer
 declares (e.g. a per-cell table). A ``tile`` folder holds ``tiles.csv``, ``tissue.geojson``,
 ``thumbnail.png`` and ``manifest.json``. A ``batch`` folder holds ``summary.csv``,
-``summary.json`` and one score folder per slide with its ``batch_manifest.json``.
+``summary.json`` and one score folder per slide with its ``batch_manifest.json``. A ``validate``
+folder holds one score folder per case under ``cases/``, the checks' under ``checks/``,
+``cases.csv``, ``validation.png``, ``validation.html``, ``calibration.json`` (with
+``--calibrate``) and ``validation.json`` (written last).
 
 What differs between scorers (the name of the per-class column, extra per-tile values, heatmap
 channels, slide-summary fields, extra files) is declared by the scorer as :class:`ScorerOutputs`
@@ -63,6 +66,16 @@ def fraction_column(cls: str) -> str:
     return f"fraction({cls})"
 
 
+# -- the validation folder ------------------------------------------------------------------------
+VALIDATION_REPORT = "validation.json"  # written last: its presence means the run completed
+VALIDATION_HTML = "validation.html"
+VALIDATION_FIGURE = "validation.png"
+VALIDATION_CASES_CSV = "cases.csv"
+VALIDATION_CASES_DIR = "cases"  # one score folder per case
+VALIDATION_CHECKS_DIR = "checks"  # the rerun's and the ROI check's score folders
+CALIBRATION_FILE = "calibration.json"  # validate --calibrate; score --dab-config reads it
+
+
 # -- tile tables and heatmap channels -----------------------------------------------------------
 GRID_COLUMNS = ("tile_id", "col", "row", "x_level0_px", "y_level0_px", "width_level0_px", "height_level0_px",
                 "tissue_fraction")  # fmt: skip
@@ -87,7 +100,14 @@ def grid_columns(grid: TileGrid) -> dict[str, np.ndarray]:
 
 # -- report fields ------------------------------------------------------------------------------
 REPORT_SCORER_OUTPUTS = "scorer_outputs"
+REPORT_CALIBRATION = "calibration"  # the --dab-config file applied (hash, overrides, provenance), or null
 RESULT_SCORER_SUMMARY = "scorer_summary"
+# Scorer-summary fields that readers beyond the viewer rely on, where a scorer declares them
+# (``ScorerOutputs.summary_fields``): the continuous index over the scored cells, the cells the
+# score's percentages are over, and every cell detected.
+SUMMARY_INDEX = "membrane_index"
+SUMMARY_TUMOUR_CELLS = "n_tumour_cells"
+SUMMARY_CELLS_DETECTED = "n_cells_detected"
 COORDINATE_SPACE = "level-0 pixels (origin top-left of the full-resolution image)"
 
 
@@ -284,6 +304,45 @@ class ScoreFolder:
     def outputs(self) -> ScorerOutputs:
         """What the scorer added to the folder."""
         return ScorerOutputs.from_dict(self._section(REPORT_SCORER_OUTPUTS))
+
+    @property
+    def scorer_summary(self) -> dict[str, Any]:
+        """The scorer's slide summary (``result.scorer_summary``; empty without a score)."""
+        value = self.result.get(RESULT_SCORER_SUMMARY)
+        return value if isinstance(value, dict) else {}
+
+    def declares(self, summary_field: str) -> bool:
+        """True when the scorer declares this slide-summary field (its value may still be null)."""
+        return any(f.key == summary_field for f in self.outputs.summary_fields)
+
+    @property
+    def model_facts(self) -> dict[str, Any]:
+        """What the scorer found preparing the slide (stain check, stain vectors, stain level)."""
+        return self._section("model_facts")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The resolved configuration the slide was scored with."""
+        return self._section("config")
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """The calibration (``--dab-config``) the slide was scored with, or None."""
+        value = self.report.get(REPORT_CALIBRATION)
+        return value if isinstance(value, dict) else None
+
+    def scorer_file(self, name: str) -> Path:
+        """A file the scorer declared (e.g. ``cells.npz``).
+
+        Raises:
+            InputNotFoundError: the scorer did not declare it, or it is missing.
+        """
+        if name not in self.outputs.files:
+            raise InputNotFoundError(f"{self.path} has no {name}: its scorer does not write one")
+        path = self.path / name
+        if not path.is_file():
+            raise InputNotFoundError(f"{path} is missing", hint="score the slide again")
+        return path
 
     @property
     def mpp(self) -> float | None:

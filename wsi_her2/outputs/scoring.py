@@ -161,6 +161,7 @@ def build_report(result: SlideResult, files: dict[str, Path]) -> dict[str, Any]:
             "model": result.model,
             "model_card": result.model_card,
             "model_facts": result.model_facts,
+            schema.REPORT_CALIBRATION: result.calibration,
             schema.REPORT_SCORER_OUTPUTS: result.outputs.to_dict(list(result.model.get("classes") or ())),
             "runtime": result.runtime,
             "tissue": prepared.mask.summary(),

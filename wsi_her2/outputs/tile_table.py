@@ -12,7 +12,10 @@ import numpy as np
 from wsi_her2.outputs.atomic import write_text
 
 
-def _format(value: object) -> str:
+def csv_cell(value: object) -> str:
+    """A value as a CSV cell of every table wsi-her2 writes: true/false, 6 significant digits, empty for None/NaN."""
+    if value is None:
+        return ""
     if isinstance(value, (bool, np.bool_)):
         return "true" if value else "false"
     if isinstance(value, (float, np.floating)):
@@ -37,7 +40,7 @@ def write_csv_columns(path: str | Path, columns: Mapping[str, np.ndarray | list]
     writer.writerow(names)
     arrays = [columns[name] for name in names]
     for i in range(lengths.pop() if lengths else 0):
-        writer.writerow([_format(a[i]) for a in arrays])
+        writer.writerow([csv_cell(a[i]) for a in arrays])
     return write_text(path, buffer.getvalue())
 
 
