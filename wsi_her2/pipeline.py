@@ -45,6 +45,7 @@ class PreparedSlide:
         timings_s: seconds per step.
         overview: (RGB, level-0 px per pixel x, y): the whole slide at most 2048 px wide, for pictures.
         no_tissue: why there is nothing to score, when the grid is empty.
+        decode: where the scored tiles were decoded and why (set when they are scored).
     """
 
     source: SlideSource
@@ -59,6 +60,7 @@ class PreparedSlide:
     overview: tuple[np.ndarray, float, float] | None = None
     no_tissue: str | None = None
     no_tissue_hint: str | None = None
+    decode: dict[str, Any] | None = None
 
 
 def prepare_slide(
@@ -355,6 +357,8 @@ def score_slide(
     finally:
         prepared.reader.close()
     runtime = scorer.runtime() if hasattr(scorer, "runtime") else {"device": "cpu"}
+    if prepared.decode is not None:
+        runtime = {**runtime, "tile_decode": prepared.decode}
     return SlideResult(
         prepared,
         "done",
@@ -366,6 +370,35 @@ def score_slide(
         runtime,
         prepared.timings_s,
         config,
+    )
+
+
+def _tile_batches(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, tile_function: Any) -> Any:
+    """The loader for this slide and scorer: decoded on the model's device, or by the CPU workers.
+
+    The choice (``loader.decode``, see :func:`wsi_her2.tiling.gpu_decode.choose_decode`) is
+    recorded in ``prepared.decode``.
+    """
+    device = getattr(scorer, "device", None)
+    if loader.decode != "cpu" and (device is not None or loader.decode == "gpu"):
+        from wsi_her2.tiling.gpu_decode import choose_decode, iter_device_tile_batches
+
+        choice = choose_decode(
+            loader.decode, device, prepared.info, prepared.grid.tile_size_px, loader.output_size_px,
+            needs_workers=tile_function is not None,
+        )  # fmt: skip
+        prepared.decode = choice.to_dict()
+        if choice.on_device:
+            return iter_device_tile_batches(choice, prepared.grid, loader, thresholds=prepared.mask.thresholds)
+    else:
+        prepared.decode = {"decode": "cpu", "reason": "--decode cpu" if loader.decode == "cpu" else "no model device"}
+    return iter_tile_batches(
+        prepared.source,
+        prepared.grid,
+        loader,
+        thresholds=prepared.mask.thresholds,
+        tile_function=tile_function,
+        roi=prepared.roi,
     )
 
 
@@ -395,14 +428,7 @@ def _run_model(prepared: PreparedSlide, scorer: Any, loader: LoaderConfig, progr
     tile_function = scorer.tile_function(prepared, loader.output_size_px)
     report(progress, ProgressEvent("score", 0, n, "tiles", "scoring tiles"))
     t0 = time.perf_counter()
-    batches = iter_tile_batches(
-        prepared.source,
-        grid,
-        loader,
-        thresholds=prepared.mask.thresholds,
-        tile_function=tile_function,
-        roi=prepared.roi,
-    )
+    batches = _tile_batches(prepared, scorer, loader, tile_function)
     while True:
         t_wait = time.perf_counter()
         batch = next(batches, None)

@@ -207,6 +207,7 @@ def batch(
     model: str,
     device: str,
     batch_size: int | None,
+    decode: str | None,
     compile_model: bool,
     rule: str | None,
     no_stain_check: bool,

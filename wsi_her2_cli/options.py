@@ -156,7 +156,7 @@ def stage_configs(config_path: Path | None, **overrides: dict[str, Any]) -> dict
 
 
 def model_options(func: F) -> F:
-    """--model, --device, --batch-size, --compile, --rule, --no-stain-check."""
+    """--model, --device, --batch-size, --decode, --compile, --rule, --no-stain-check."""
     for decorator in reversed(
         [
             click.option(
@@ -176,6 +176,14 @@ def model_options(func: F) -> F:
                 type=click.IntRange(1),
                 default=None,
                 help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]",
+            ),
+            click.option(
+                "--decode",
+                type=click.Choice(["auto", "cpu", "gpu"]),
+                default=None,
+                help="Where a trained model's stored JPEG tiles are decoded: auto (on the GPU when the model runs on "
+                "CUDA and the slide's tiles allow), cpu (worker processes) or gpu (an error where the slide cannot). "
+                "[default: auto]",
             ),
             click.option(
                 "--compile",
@@ -215,6 +223,7 @@ def score_settings_from_options(params: Mapping[str, Any], *, workers: int | Non
             "workers": workers if workers is not None else p.get("workers"),
             "pixel_check": False if p.get("no_pixel_check") else None,
             "min_blur_score": p.get("min_blur_score"),
+            "decode": p.get("decode"),
         },
         aggregate={"rule": p.get("rule")},
         inference={

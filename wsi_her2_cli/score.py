@@ -33,6 +33,7 @@ def score(
     model: str,
     device: str,
     batch_size: int | None,
+    decode: str | None,
     compile_model: bool,
     rule: str | None,
     no_stain_check: bool,

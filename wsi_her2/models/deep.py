@@ -105,13 +105,15 @@ class DeepScorer:
 
     def submit(self, batch: TileBatch) -> _Deferred:
         """Copy the kept tiles to the device and start the forward pass."""
-        if batch.images is None:
+        # Tiles decoded on the device (gpu_decode) arrive as a tensor there; others as host arrays.
+        pixels = batch.device_images if batch.device_images is not None else batch.images
+        if pixels is None:
             raise ValueError("the classifier needs tile pixels (return_images=True)")
         rows = np.flatnonzero(batch.kept)
         if len(rows) == 0:
             return _Deferred(None, 0, len(self.classes))
-        engine = self._engine(batch.images.shape[1])
-        images = batch.images if len(rows) == len(batch) else batch.images[rows]
+        engine = self._engine(pixels.shape[1])
+        images = pixels if len(rows) == len(batch) else pixels[rows]
         return _Deferred(engine.submit(images), len(rows), len(self.classes))
 
     def identity(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Mapping
@@ -73,6 +74,8 @@ class TileBatch:
             not run on; empty when there is none).
         tile_arrays: per-tile array outputs of the tile function, by name: one entry per tile,
             None for tiles it did not run on.
+        device_images: the pixels as a (n, size, size, 3) uint8 torch tensor on the model's device
+            when they were decoded there (:mod:`wsi_her2.tiling.gpu_decode`; ``images`` is None).
     """
 
     indices: np.ndarray
@@ -82,6 +85,7 @@ class TileBatch:
     blur_score: np.ndarray
     measurements: dict[str, np.ndarray] = field(default_factory=dict)
     tile_arrays: dict[str, list[np.ndarray | None]] = field(default_factory=dict)
+    device_images: Any = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -205,14 +209,15 @@ def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None) -> dict[str
             "measurements": measured, "arrays": arrays}  # fmt: skip
 
 
-_SCRATCH: list[np.ndarray] = []
+_SCRATCH = threading.local()  # per thread: a Dask worker runs several slides in one process
 
 
 def _scratch(shape: tuple[int, int, int, int]) -> np.ndarray:
     """A reused buffer for tiles whose pixels are not returned (a tile function only)."""
-    if not _SCRATCH or _SCRATCH[0].shape[1:] != shape[1:] or _SCRATCH[0].shape[0] < shape[0]:
-        _SCRATCH[:] = [np.empty(shape, np.uint8)]
-    return _SCRATCH[0][: shape[0]]
+    buffer = getattr(_SCRATCH, "tiles", None)
+    if buffer is None or buffer.shape[1:] != shape[1:] or buffer.shape[0] < shape[0]:
+        buffer = _SCRATCH.tiles = np.empty(shape, np.uint8)
+    return buffer[: shape[0]]
 
 
 def _worker_job(job: _Job) -> dict[str, Any]:
