@@ -89,7 +89,7 @@ def _tissue(x: torch.Tensor, thresholds: TissueThresholds) -> torch.Tensor:
     rgb = x.to(torch.int32)
     high, low = rgb.amax(dim=1), rgb.amin(dim=1)
     scale = torch.as_tensor(_saturation_scale(), device=x.device)
-    saturation = ((high - low) * scale[high] + 2048) >> 12  # OpenCV's 8-bit HSV saturation
+    saturation = ((high - low) * scale[high.long()] + 2048) >> 12  # OpenCV's 8-bit HSV saturation
     grey = _grey(x)
     dense = grey.float() < thresholds.glass_gray * 10.0 ** (-thresholds.optical_density)
     g = F.pad(grey.float().unsqueeze(1), (2, 2, 2, 2), mode="reflect")

@@ -178,33 +178,50 @@ def _valid_mask(task: _Task, x: int, y: int) -> np.ndarray | None:
     return rasterize(task.roi, (size, size), scale, scale, offset_xy=(x, y))
 
 
-def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None) -> dict[str, Any]:
-    """Read, check and process the tiles of one job; pixels go to ``out`` when given."""
+# In a worker, tiles are read, checked and handed to the tile function this many at a time, in a
+# private buffer small enough to stay in the CPU cache, then copied to the output as one block: the
+# check runs once per chunk (a handful of OpenCV calls) and no pass re-reads a whole batch from
+# memory (measured: 8 beats 2, 4, 16 and whole batches). In the calling process, whose OpenCV
+# uses every core, whole batches are faster.
+_CHUNK_TILES = 8
+
+
+def _run_job(job: _Job, reader: SlideReader, out: np.ndarray | None, chunk_tiles: int = _CHUNK_TILES) -> dict[str, Any]:
+    """Read, check and process the tiles of one job, ``chunk_tiles`` at a time; pixels go to ``out``."""
     task = job.task
     cfg = task.cfg
     n = len(job.indices)
     size = cfg.output_size_px
-    # Tiles are resized straight into the output (shared memory), then checked as one batch.
-    images = out if out is not None else _scratch((n, size, size, 3))
-    for i in range(n):
-        read_tile(reader, int(job.xs[i]), int(job.ys[i]), task.tile_size_px, task.tile_size_px, size, size, images[i])
-    if cfg.pixel_check:
-        fractions, blur = pixel_check_batch(images, task.thresholds)
-        kept = (fractions >= cfg.min_pixel_tissue_fraction) & (blur >= cfg.min_blur_score)
-    else:
-        fractions, blur, kept = np.ones(n, np.float32), np.zeros(n, np.float32), np.ones(n, bool)
+    kept = np.ones(n, bool)
+    fractions = np.ones(n, np.float32)
+    blur = np.zeros(n, np.float32)
     measured: dict[str, np.ndarray] = {}
     arrays: dict[str, list[np.ndarray | None]] = {}
-    if task.tile_function is not None:
-        for i in np.flatnonzero(kept).tolist():
-            values = task.tile_function(images[i], _valid_mask(task, int(job.xs[i]), int(job.ys[i])))
-            for key, value in values.items():
-                if isinstance(value, np.ndarray):
-                    arrays.setdefault(key, [None] * n)[i] = value
-                    continue
-                if key not in measured:
-                    measured[key] = np.full(n, np.nan, np.float64)
-                measured[key][i] = value
+    chunk = _scratch((chunk_tiles, size, size, 3))
+    for c0 in range(0, n, chunk_tiles):
+        m = min(chunk_tiles, n - c0)
+        tiles = chunk[:m]
+        for i in range(m):
+            x, y = int(job.xs[c0 + i]), int(job.ys[c0 + i])
+            read_tile(reader, x, y, task.tile_size_px, task.tile_size_px, size, size, tiles[i])
+        if cfg.pixel_check:
+            fractions[c0 : c0 + m], blur[c0 : c0 + m] = pixel_check_batch(tiles, task.thresholds)
+            kept[c0 : c0 + m] = (fractions[c0 : c0 + m] >= cfg.min_pixel_tissue_fraction) & (
+                blur[c0 : c0 + m] >= cfg.min_blur_score
+            )
+        if task.tile_function is not None:
+            for i in np.flatnonzero(kept[c0 : c0 + m]).tolist():
+                k = c0 + i
+                values = task.tile_function(tiles[i], _valid_mask(task, int(job.xs[k]), int(job.ys[k])))
+                for key, value in values.items():
+                    if isinstance(value, np.ndarray):
+                        arrays.setdefault(key, [None] * n)[k] = value
+                        continue
+                    if key not in measured:
+                        measured[key] = np.full(n, np.nan, np.float64)
+                    measured[key][k] = value
+        if out is not None:
+            out[c0 : c0 + m] = tiles
     return {"batch_id": job.batch_id, "slot": job.slot, "kept": kept, "fractions": fractions, "blur": blur,
             "measurements": measured, "arrays": arrays}  # fmt: skip
 
@@ -213,7 +230,7 @@ _SCRATCH = threading.local()  # per thread: a Dask worker runs several slides in
 
 
 def _scratch(shape: tuple[int, int, int, int]) -> np.ndarray:
-    """A reused buffer for tiles whose pixels are not returned (a tile function only)."""
+    """A reused per-thread buffer of tiles."""
     buffer = getattr(_SCRATCH, "tiles", None)
     if buffer is None or buffer.shape[1:] != shape[1:] or buffer.shape[0] < shape[0]:
         buffer = _SCRATCH.tiles = np.empty(shape, np.uint8)
@@ -287,7 +304,7 @@ def iter_tile_batches(
                 t0 = time.perf_counter()
                 j = job(k, 0, task)
                 images = np.empty((len(j.indices), *_slot_shape(cfg)[1:]), np.uint8) if cfg.return_images else None
-                batch = _to_batch(_run_job(j, reader, images), j, images)
+                batch = _to_batch(_run_job(j, reader, images, cfg.batch_size), j, images)
                 busy_s += time.perf_counter() - t0
                 k += 1
                 yield batch
