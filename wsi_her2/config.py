@@ -207,7 +207,7 @@ class LoaderConfig(StageConfig):
     min_blur_score: float = 50.0
     return_images: bool = True
     start_method: Literal["fork", "forkserver", "spawn"] | None = None
-    min_parallel_work_s: float = 0.5
+    min_parallel_work_s: float = 1.0
     decode: Literal["auto", "cpu", "gpu"] = "auto"
 
     def __post_init__(self) -> None:
