@@ -21,7 +21,7 @@ from wsi_her2.tissue import TissueThresholds
 
 # OpenCV's 8-bit RGB -> grey: (9798 R + 19235 G + 3735 B + 2^14) >> 15.
 _GREY = (9798, 19235, 3735)
-_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]]).view(1, 1, 3, 3)
+_LAPLACIAN = ((0.0, 1.0, 0.0), (1.0, -4.0, 1.0), (0.0, 1.0, 0.0))
 
 
 def shrink_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
@@ -31,6 +31,17 @@ def shrink_integer(x: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 2:
         return torch.floor((sums + 2.0) / 4.0).to(torch.uint8)  # (a + b + c + d + 2) >> 2
     return torch.round(sums / (factor * factor)).to(torch.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _on(device: torch.device, name: str, *args: int | bool) -> torch.Tensor:
+    """A constant on ``device``, made once (no host-to-device copy per batch)."""
+    if name == "laplacian":
+        return torch.tensor(_LAPLACIAN, device=device).view(1, 1, 3, 3)
+    if name == "saturation":
+        return torch.as_tensor(_saturation_scale(), device=device)
+    n_in, n_out, linear = args
+    return torch.as_tensor(_weights(int(n_in), int(n_out), bool(linear)), dtype=torch.float32, device=device)
 
 
 @functools.lru_cache(maxsize=32)
@@ -65,8 +76,7 @@ def resize_tiles(x: torch.Tensor, size: int) -> torch.Tensor:
     if h % size == 0 and w % size == 0 and h // size == w // size and size <= h:
         return shrink_integer(x, h // size)
     linear = size > w or size > h or (size * 2 >= w and size * 2 >= h)
-    wy = torch.as_tensor(_weights(h, size, linear), dtype=torch.float32, device=x.device)
-    wx = torch.as_tensor(_weights(w, size, linear), dtype=torch.float32, device=x.device)
+    wy, wx = _on(x.device, "weights", h, size, linear), _on(x.device, "weights", w, size, linear)
     out = torch.einsum("oh,nchw,pw->ncop", wy, x.float(), wx)
     return torch.round(out).clamp_(0, 255).to(torch.uint8)
 
@@ -88,7 +98,7 @@ def _tissue(x: torch.Tensor, thresholds: TissueThresholds) -> torch.Tensor:
     """:func:`wsi_her2.tissue.tissue_pixels` of each tile: (n, h, w) bool."""
     rgb = x.to(torch.int32)
     high, low = rgb.amax(dim=1), rgb.amin(dim=1)
-    scale = torch.as_tensor(_saturation_scale(), device=x.device)
+    scale = _on(x.device, "saturation")
     saturation = ((high - low) * scale[high.long()] + 2048) >> 12  # OpenCV's 8-bit HSV saturation
     grey = _grey(x)
     dense = grey.float() < thresholds.glass_gray * 10.0 ** (-thresholds.optical_density)
@@ -114,7 +124,7 @@ def pixel_check_tiles(x: torch.Tensor, thresholds: TissueThresholds) -> tuple[to
     tissue = _tissue(small, thresholds)
     fractions = tissue.flatten(1).sum(dim=1).double() / (small.shape[-2] * small.shape[-1])
     grey = F.pad(_grey(blur_image).float().unsqueeze(1), (1, 1, 1, 1), mode="reflect")
-    laplacian = F.conv2d(grey, _LAPLACIAN.to(x.device)).flatten(1).double()
+    laplacian = F.conv2d(grey, _on(x.device, "laplacian")).flatten(1).double()
     variance = (laplacian * laplacian).mean(dim=1) - laplacian.mean(dim=1) ** 2
     blur = torch.where(fractions >= _MIN_FRACTION_FOR_BLUR, variance.clamp(min=0) / fractions.clamp(min=1e-12), 0.0)
     return fractions, blur
