@@ -3,8 +3,10 @@
 Each worker opens the slide once, reads every tile from the pyramid level nearest to the output
 size (never decoding level 0 to throw most of it away), resizes with area interpolation, runs the
 pixel-level empty/blur check, and optionally a tile function (e.g. the DAB scorer) on the pixels.
-Pixels travel back through shared memory, not pipes: a worker writes straight into a slot of a
-ring that the consumer reads without a copy.
+Pixels travel back through shared memory, not pipes: a worker writes into a slot of a ring that
+the consumer reads without a copy. Slides too small to pay for worker start-up are read in the
+calling process (see :func:`iter_tile_batches`); the pool (:mod:`wsi_her2.tiling.pool`) stays up
+for the next slide. Tiles can also be decoded on the model's GPU instead (:mod:`gpu_decode`).
 
 The loader is torch-free; :mod:`wsi_her2.inference` turns its batches into tensors.
 """
