@@ -84,15 +84,21 @@ def compare_scores(slide: Path, device: str = "cuda", arch: str = "convnext_tiny
         for name, on, decode in (("cpu", "cpu", "cpu"), ("cuda+gpu-decode", device, "gpu"),
                                  ("cuda+cpu-decode", device, "cpu")):  # fmt: skip
             scorer = load_scorer(str(ckpt), inference=InferenceConfig(device=on, batch_size=64))
-            results[name] = score_slide(
-                slide, scorer, grid=GridConfig(tile_size_px=1024), grid_user_set=frozenset({"tile_size_px"}),
-                loader=LoaderConfig(workers=8, decode=decode), check_stain=False,
-            )  # fmt: skip
-            print(name, scorer.runtime())
+            try:
+                results[name] = score_slide(
+                    slide, scorer, grid=GridConfig(tile_size_px=1024), grid_user_set=frozenset({"tile_size_px"}),
+                    loader=LoaderConfig(workers=8, decode=decode), check_stain=False,
+                )  # fmt: skip
+                print(name, scorer.runtime())
+            except Exception as exc:
+                print(f"{name}: FAILED: {type(exc).__name__}: {exc}")
             scorer.close()
     cpu = results["cpu"]
     ok = True
     for name in ("cuda+gpu-decode", "cuda+cpu-decode"):
+        if name not in results:
+            ok = False
+            continue
         gpu = results[name]
         both = cpu.predictions.scored & gpu.predictions.scored
         a, b = cpu.predictions.probabilities[both], gpu.predictions.probabilities[both]
@@ -109,6 +115,15 @@ def compare_scores(slide: Path, device: str = "cuda", arch: str = "convnext_tiny
               f"decode {gpu.runtime.get('tile_decode')}")  # fmt: skip
         ok &= bool(diff.max() < 0.05 and agree > 0.97 and cpu.score.score == gpu.score.score)
     return ok
+
+
+def _safe(check, *args, **kwargs) -> bool:
+    """Run one check; an exception fails it and the others still run."""
+    try:
+        return bool(check(*args, **kwargs))
+    except Exception as exc:
+        print(f"{check.__name__}{args[:3]}: FAILED: {type(exc).__name__}: {exc}")
+        return False
 
 
 def main() -> None:
@@ -128,19 +143,19 @@ def main() -> None:
         print("no CUDA GPU: nothing to check")
         return
     slide = make_slide()
-    ok = compare_pixels(slide, 1024, 256, device=device)
-    ok &= compare_pixels(slide, 1024, 224, device=device)
+    ok = _safe(compare_pixels, slide, 1024, 256, device=device)
+    ok &= _safe(compare_pixels, slide, 1024, 224, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         rgb = Path(tmp) / "rgb-coded.svs"
         write_synthetic_slide(rgb, width=8192, height=6144, photometric="rgb", seed=3)
-        ok &= compare_pixels(rgb, 1024, 256, device=device)
+        ok &= _safe(compare_pixels, rgb, 1024, 256, device=device)
     for name, tile, out, mpp in (("aperio-cmu1-small-region.svs", 480, 224, None),
                                  ("ome-tiff-he-crop.ome.tif", 300, 224, 0.25)):  # fmt: skip
         if (DATA / name).exists():
-            ok &= compare_pixels(DATA / name, tile, out, mpp, device=device)
+            ok &= _safe(compare_pixels, DATA / name, tile, out, mpp, device=device)
         else:
             print(f"{name}: not in .gpu-data/, skipped")
-    ok &= compare_scores(slide, device, arch)
+    ok &= _safe(compare_scores, slide, device, arch)
     print("GPU CHECK", "PASSED" if ok else "FAILED")
 
 
