@@ -7,6 +7,10 @@
    and OME-TIFF slides: pixel differences, kept tiles, blur scores.
 2. The same slide scored with the same random ConvNeXt-Tiny on CPU (fp32) and CUDA (bf16), with
    GPU decoding and with CPU decoding: per-tile probabilities and the slide score.
+3. The DAB scorer on the CPU workers (OpenCV) and on CUDA (batched torch), with GPU decoding and
+   with CPU decoding, on the real HER2 2+ core stored as a tiled JPEG SVS (.gpu-data/ihc/) and a
+   synthetic IHC slide: slide score, tumour-class fractions, membrane index, and each mode's
+   end-to-end tiles/s.
 Run on a machine with a GPU; prints "GPU CHECK PASSED" or "GPU CHECK FAILED" and why.
 """
 
@@ -117,6 +121,87 @@ def compare_scores(slide: Path, device: str = "cuda", arch: str = "convnext_tiny
     return ok
 
 
+def _dab_scorer(device: str):
+    from wsi_her2.models.dab.scorer import DabScorer
+
+    if device == "cuda":
+        return DabScorer(device="cuda")
+    scorer = DabScorer()
+    if device == "cpu-tensors":  # the CUDA code path on CPU tensors (dry run)
+        scorer.torch_device = "cpu"
+    return scorer
+
+
+def compare_dab(slide: Path, device: str = "cuda", workers: int = 14) -> bool:
+    """The DAB scorer on the CPU workers and on the device (GPU and CPU decoding): same slide result.
+
+    Prints, per mode, the end-to-end tissue tiles/s of the second (warm) run of ``score_slide``.
+    """
+    from wsi_her2.config import LoaderConfig
+    from wsi_her2.pipeline import score_slide
+    from wsi_her2.settings import ScoreSettings
+
+    on = "cuda" if device == "cuda" else "cpu-tensors"
+    results = {}
+    for name, where, decode in (("cpu", "cpu", "cpu"), (f"{device}+gpu-decode", on, "gpu"),
+                                (f"{device}+cpu-decode", on, "cpu")):  # fmt: skip
+        settings = ScoreSettings(loader=LoaderConfig(workers=workers, decode=decode))
+        scorer = _dab_scorer(where)
+        try:
+            score_slide(slide, scorer, settings)  # warm: worker pool, CUDA kernels
+            results[name] = result = score_slide(slide, scorer, settings)
+        except Exception as exc:
+            print(f"DAB {slide.name} {name}: FAILED: {type(exc).__name__}: {exc}")
+            continue
+        t = result.timings_s
+        print(f"DAB {slide.name} {name}: {len(result.slide.grid)} tiles, {t['tiles_per_s']:,.1f} tiles/s end to end "
+              f"(the scorer waited for tiles {t['waiting_for_tiles_s'] / t['tiles_and_model_s']:.0%} of the time); "
+              f"decode {result.runtime['tile_decode']}")  # fmt: skip
+    if "cpu" not in results:
+        return False
+    cpu, ok = results["cpu"], True
+    for name in (n for n in results if n != "cpu"):
+        dev = results[name]
+        a, b = cpu.scorer_summary, dev.scorer_summary
+        fractions = max(abs(a["tumour_cells"]["fractions"][c] - b["tumour_cells"]["fractions"][c])
+                        for c in ("0", "1+", "2+", "3+"))  # fmt: skip
+        index = abs(a["membrane_index"] - b["membrane_index"])
+        same_kept = np.array_equal(cpu.predictions.scored, dev.predictions.scored)
+        # The tolerances of the CPU tests (tests/models/dab/agreement.py) for a whole slide.
+        good = cpu.score.score == dev.score.score and fractions < 0.01 and index < 2
+        print(f"DAB {slide.name} {name} vs cpu: slide score {cpu.score.score} / {dev.score.score}; tumour-class "
+              f"fractions within {fractions:.4f}; membrane index {a['membrane_index']:.1f} / "
+              f"{b['membrane_index']:.1f}; same scored tiles {same_kept} -> {'ok' if good else 'DIFFERENT'}")  # fmt: skip
+        ok &= good
+    return ok and len(results) == 3
+
+
+def dab_slides(tmp: Path, small: bool = False) -> list[Path]:
+    """The real HER2 2+ core as a tiled JPEG SVS (when in .gpu-data/ihc/), and a synthetic IHC slide.
+
+    ``small``: the core's central 2048 px and a 4096-px synthetic slide (a CPU dry run).
+    """
+    import cv2
+
+    from wsi_her2.synthetic import write_image_slide, write_synthetic_slide
+
+    out = []
+    core = DATA / "ihc" / "her2-tma-core-score2plus.jpg"
+    if core.exists():
+        rgb = cv2.cvtColor(cv2.imread(str(core)), cv2.COLOR_BGR2RGB)
+        if small:
+            y0, x0 = (rgb.shape[0] - 2048) // 2, (rgb.shape[1] - 2048) // 2
+            rgb = rgb[y0 : y0 + 2048, x0 : x0 + 2048]
+        out.append(tmp / "her2-core-2plus.svs")
+        write_image_slide(out[-1], rgb, mpp=0.25)
+    else:
+        print(f"{core.name}: not in .gpu-data/ihc/, skipped")
+    out.append(tmp / "synthetic-ihc.svs")
+    side = (4096, 4096) if small else (20000, 15000)
+    write_synthetic_slide(out[-1], width=side[0], height=side[1], mpp=0.25, stain="ihc", seed=5)
+    return out
+
+
 def _safe(check, *args, **kwargs) -> bool:
     """Run one check; an exception fails it and the others still run."""
     try:
@@ -156,6 +241,9 @@ def main() -> None:
         else:
             print(f"{name}: not in .gpu-data/, skipped")
     ok &= _safe(compare_scores, slide, device, arch)
+    with tempfile.TemporaryDirectory() as tmp:
+        for dab_slide in dab_slides(Path(tmp), small=device != "cuda"):
+            ok &= _safe(compare_dab, dab_slide, device, 14 if device == "cuda" else 2)
     print("GPU CHECK", "PASSED" if ok else "FAILED")
 
 
