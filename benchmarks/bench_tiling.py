@@ -7,7 +7,9 @@ with 256-px JPEG tiles (q80), levels 1x/4x/16x and ~40% tissue, then measures:
       the physical limit on this machine, with 1 and 2 processes;
   (b) the loader's tiles/s delivering every tissue tile at 224 px, with 1 and 2 workers
       (worker start-up excluded: the forkserver is warmed first; the cold figure is printed too);
-  (c) the ratio b/a, per alternating pair of passes (the median and range over the pairs);
+  (c) the ratio b/a, per alternating pair of passes (the median and range over the pairs), and the
+      same ratio by CPU time per tile (raw decode's over the loader's, workers and parent together),
+      which moves far less with load from other sessions;
   (d) tissue detection + grid, and the whole `wsi-her2 tile` command on the slide.
 
 Usage: python benchmarks/bench_tiling.py [--workers 1 2] [--repeat R]
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -58,31 +61,60 @@ def _decode_chunk(args: tuple[str, int, list[int]]) -> int:
     return len(indices)
 
 
-def raw_decode_rate(path: Path, level: int, indices: list[int], processes: int, repeat: int) -> float:
-    best = 0.0
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux; NaN elsewhere)."""
+    total = 0.0
+    try:
+        for pid in pids:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except OSError:
+        return float("nan")
+    return total
+
+
+def _own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def raw_decode_rate(path: Path, level: int, indices: list[int], processes: int, repeat: int) -> tuple[float, float]:
+    """(best rate in tiles/s, CPU µs per tile of that pass)."""
+    best, cpu = 0.0, float("nan")
     with ProcessPoolExecutor(processes) as pool:
         list(pool.map(_decode_chunk, [(str(path), level, indices[:8])] * processes))  # warm
+        pids = list(pool._processes)  # type: ignore[attr-defined]
         for _ in range(repeat):
             chunks = [(str(path), level, indices[i::processes]) for i in range(processes)]
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_s(pids), time.perf_counter()
             n = sum(pool.map(_decode_chunk, chunks))
-            best = max(best, n / (time.perf_counter() - t0))
-    return best
+            rate = n / (time.perf_counter() - t0)
+            if rate > best:
+                best, cpu = rate, (_cpu_s(pids) - c0) / n * 1e6
+    return best, cpu
 
 
-def loader_rate(path: Path, grid, thresholds, workers: int, repeat: int, check: bool = True) -> tuple[float, float]:
-    """(best warm rate of ``repeat`` passes, rate of the first pass) in tiles/s."""
+def loader_rate(
+    path: Path, grid, thresholds, workers: int, repeat: int, check: bool = True
+) -> tuple[float, float, float]:
+    """(best warm rate of ``repeat`` passes, rate of the first pass) in tiles/s, and the best pass's CPU µs per
+    tile (workers and this process together)."""
     from wsi_her2.config import LoaderConfig
+    from wsi_her2.tiling import pool
     from wsi_her2.tiling.loader import SlideSource, iter_tile_batches
 
     # Workers from the first batch (min_parallel_work_s=0): this measures the pool, warm.
     cfg = LoaderConfig(workers=workers, output_size_px=224, batch_size=64, pixel_check=check, min_parallel_work_s=0)
-    rates = []
+    rates, cpus = [], []
     for _ in range(repeat + 1):  # the first pass starts the workers (when none are warm yet)
-        t0 = time.perf_counter()
+        pids = list(pool.get_pool(pool.default_start_method(), workers)._processes) if workers else []
+        c0, t0 = _cpu_s(pids) + _own_cpu_s(), time.perf_counter()
         n = sum(len(b) for b in iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=thresholds))
         rates.append(n / (time.perf_counter() - t0))
-    return max(rates[1:] or rates), rates[0]
+        cpus.append((_cpu_s(pids) + _own_cpu_s() - c0) / n * 1e6)
+    k = int(np.argmax(rates[1:])) + 1 if repeat else 0
+    return rates[k], rates[0], cpus[k]
 
 
 def steady_loader_rate(path: Path, grid, thresholds, workers: int) -> float:
@@ -124,32 +156,41 @@ def main() -> None:
           f"(downsample {level.downsample:g}, stored tiles {level.tile_width} px)")  # fmt: skip
     print(f"tissue detection + grid: {t_layout * 1000:.0f} ms (target < 2000 ms)")
     print()
+    # b/a by CPU: CPU µs per tile of raw decode over the loader's (its workers and this process):
+    # what b/a would be with every core free for the run, so it moves far less with load from elsewhere.
     print(
         f"{'processes':>9} | {'raw decode/s (a)':>16} | {'loader/s (b)':>12} | {'b/a (median, range)':>20} | "
-        f"{'no pixel check/s':>16} | {'loader cold/s':>13}"
+        f"{'CPU µs/tile a, b':>16} | {'b/a by CPU (range)':>18} | {'no pixel check/s':>16} | {'loader cold/s':>13}"
     )
     for workers in args.workers:
         # (a) and (b) alternate, one pass each, so load from elsewhere hits both; the ratio is taken
         # per pair, then the median over the pairs.
-        _, cold = loader_rate(path, grid, mask.thresholds, workers, 0)
-        raws, warms, ratios = [], [], []
+        _, cold, _ = loader_rate(path, grid, mask.thresholds, workers, 0)
+        raws, warms, ratios, cpu_a, cpu_b = [], [], [], [], []
         for _ in range(args.repeat):
-            raw = raw_decode_rate(path, level.index, indices, workers, 1)
-            warm, _ = loader_rate(path, grid, mask.thresholds, workers, 1)
+            raw, raw_cpu = raw_decode_rate(path, level.index, indices, workers, 1)
+            warm, _, warm_cpu = loader_rate(path, grid, mask.thresholds, workers, 1)
             raws.append(raw)
             warms.append(warm)
             ratios.append(warm / raw)
-        unchecked, _ = loader_rate(path, grid, mask.thresholds, workers, args.repeat, check=False)
+            cpu_a.append(raw_cpu)
+            cpu_b.append(warm_cpu)
+        unchecked, _, _ = loader_rate(path, grid, mask.thresholds, workers, args.repeat, check=False)
         spread = f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+        by_cpu = [a / b for a, b in zip(cpu_a, cpu_b, strict=True)]
+        cpu_spread = f"{np.median(by_cpu):.2f} ({min(by_cpu):.2f}-{max(by_cpu):.2f})"
         print(
             f"{workers:>9} | {np.median(raws):>16,.0f} | {np.median(warms):>12,.0f} | {spread:>20} | "
+            f"{f'{np.median(cpu_a):.0f}, {np.median(cpu_b):.0f}':>16} | {cpu_spread:>18} | "
             f"{unchecked:>16,.0f} | {cold:>13,.0f}"
         )
-    pairs = [(loader_rate(path, grid, mask.thresholds, 0, 1)[0], raw_decode_rate(path, level.index, indices, 1, 1))
+    pairs = [(loader_rate(path, grid, mask.thresholds, 0, 1), raw_decode_rate(path, level.index, indices, 1, 1))
              for _ in range(args.repeat)]  # fmt: skip
-    ratios = [a / b for a, b in pairs]
-    print(f"loader in-process (--workers 0): {np.median([a for a, _ in pairs]):,.0f} tiles/s, "
-          f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) of 1-process raw decode")  # fmt: skip
+    ratios = [b[0] / a[0] for b, a in pairs]
+    by_cpu = [a[1] / b[2] for b, a in pairs]
+    print(f"loader in-process (--workers 0): {np.median([b[0] for b, _ in pairs]):,.0f} tiles/s, "
+          f"{np.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) of 1-process raw decode; "
+          f"by CPU {np.median(by_cpu):.2f} ({min(by_cpu):.2f}-{max(by_cpu):.2f}) (OpenCV's threads included)")  # fmt: skip
     print()
     with tempfile.TemporaryDirectory() as out:
         workers = str(max(args.workers))
