@@ -131,6 +131,63 @@ def steady_loader_rate(path: Path, grid, thresholds, workers: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def tile_breakdown(path: Path, grid, thresholds, level: int, indices: list[int]) -> str:
+    """µs per tile of each step the loader adds to raw decode, one thread, fastest of 3 passes.
+
+    Decode is measured as the raw rate measures it (each tile freed at once); "read" is the reader's
+    read_region (decode included) over it; the resize and the check run on the decoded tiles.
+    """
+    import cv2
+    import imagecodecs
+    import tifffile
+
+    from wsi_her2.slide import open_slide
+    from wsi_her2.slide.regions import resize_area
+    from wsi_her2.tiling.pixel_check import pixel_check_batch
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    page = tifffile.TiffFile(str(path)).series[0].levels[level].keyframe
+    fd = os.open(str(path), os.O_RDONLY)
+    datas = [os.pread(fd, int(page.databytecounts[i]), int(page.dataoffsets[i])) for i in indices]
+    os.close(fd)
+    tiles = [imagecodecs.jpeg8_decode(d, tables=page.jpegtables, outcolorspace="RGB") for d in datas]
+    out = np.empty((len(tiles), 224, 224, 3), np.uint8)
+    reader = open_slide(path)
+    lv = reader.info.levels[level]
+
+    def fastest(step) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - t0)
+        return best / len(datas) * 1e6
+
+    def decode() -> None:
+        for d in datas:
+            imagecodecs.jpeg8_decode(d, tables=page.jpegtables, outcolorspace="RGB")
+
+    def read() -> None:
+        for x, y in zip(grid.x.tolist(), grid.y.tolist(), strict=True):
+            reader.read_region(x, y, lv.tile_width, lv.tile_height, level)
+
+    def resize() -> None:
+        for k, tile in enumerate(tiles):
+            resize_area(tile, 224, 224, out[k])
+
+    def check() -> None:
+        for c in range(0, len(out), 8):  # as a worker: 8 tiles at a time
+            pixel_check_batch(out[c : c + 8], thresholds)
+
+    steps = {"decode": fastest(decode), "read_region": fastest(read), "resize": fastest(resize),
+             "pixel check": fastest(check)}  # fmt: skip
+    reader.close()
+    cv2.setNumThreads(threads)
+    ceiling = steps["decode"] / (steps["read_region"] + steps["resize"] + steps["pixel check"])
+    return ", ".join(f"{k} {v:.0f}" for k, v in steps.items()) + f" µs/tile -> at most b/a {ceiling:.2f} per core"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts to measure")
@@ -155,6 +212,7 @@ def main() -> None:
     print(f"slide {path.name}: {len(grid)} tissue tiles of 1024 px, loader reads level {level.index} "
           f"(downsample {level.downsample:g}, stored tiles {level.tile_width} px)")  # fmt: skip
     print(f"tissue detection + grid: {t_layout * 1000:.0f} ms (target < 2000 ms)")
+    print(f"per tile, one thread: {tile_breakdown(path, grid, mask.thresholds, level.index, indices)}")
     print()
     # b/a by CPU: CPU µs per tile of raw decode over the loader's (its workers and this process):
     # what b/a would be with every core free for the run, so it moves far less with load from elsewhere.
