@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,22 +60,21 @@ def _decode_chunk(args: tuple[str, int, list[int]]) -> int:
     return len(indices)
 
 
-def _cpu_s(pids: list[int]) -> float:
-    """User + system CPU seconds the processes have used so far (Linux; NaN elsewhere)."""
-    total = 0.0
+def _cpu_s(pids: list[int] | None = None) -> float:
+    """CPU seconds the processes' threads have run so far (``None``: this process); NaN off Linux.
+
+    Read from the scheduler's per-thread accounting (nanoseconds), not from clock ticks: a pass of
+    this benchmark lasts a tenth of a second, a few ticks.
+    """
+    total = 0
     try:
-        for pid in pids:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for pid in ["self"] if pids is None else pids:
+            for task in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
     except OSError:
         return float("nan")
-    return total
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return total / 1e9
 
 
 def raw_decode_rate(path: Path, level: int, indices: list[int], processes: int, repeat: int) -> tuple[float, float]:
@@ -109,10 +107,10 @@ def loader_rate(
     rates, cpus = [], []
     for _ in range(repeat + 1):  # the first pass starts the workers (when none are warm yet)
         pids = list(pool.get_pool(pool.default_start_method(), workers)._processes) if workers else []
-        c0, t0 = _cpu_s(pids) + _own_cpu_s(), time.perf_counter()
+        c0, t0 = _cpu_s(pids) + _cpu_s(), time.perf_counter()
         n = sum(len(b) for b in iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=thresholds))
         rates.append(n / (time.perf_counter() - t0))
-        cpus.append((_cpu_s(pids) + _own_cpu_s() - c0) / n * 1e6)
+        cpus.append((_cpu_s(pids) + _cpu_s() - c0) / n * 1e6)
     k = int(np.argmax(rates[1:])) + 1 if repeat else 0
     return rates[k], rates[0], cpus[k]
 

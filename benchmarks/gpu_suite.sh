@@ -42,15 +42,15 @@ fi
 #    the CPU loader on four slides; CPU vs CUDA scores with GPU and with CPU decoding, for
 #    ConvNeXt-Tiny and for the DAB scorer (a real HER2 core and a synthetic IHC slide), with the
 #    DAB scorer's end-to-end tiles/s per mode.
-run 120 python3 benchmarks/gpu_checks.py
+run 130 python3 benchmarks/gpu_checks.py
 # 2. Speed: ConvNeXt-Tiny alone (fp32, bf16, compiled), then end to end with GPU decoding and with
 #    CPU decoding (14 workers), each beside the model-alone rate; the GPU decode path alone; nvJPEG alone.
 run 200 python3 benchmarks/bench_score.py --device cuda --workers 14 --repeat-grid 12 --compile --seconds 3 \
   --runs 3 --json "$OUT/score_gpu.json"
 # 3. The DAB scorer's batched torch measurement against its numpy path per core (x16: the 16-core
 #    rate; target x20), and agreement with it on the two real cores.
-run 80 python3 benchmarks/bench_dab_gpu.py --device cuda --batch 32 64 128 --seconds 3 --fixtures .gpu-data/ihc \
+run 75 python3 benchmarks/bench_dab_gpu.py --device cuda --batch 32 64 128 --seconds 3 --fixtures .gpu-data/ihc \
   --json "$OUT/dab_gpu.json"
 # 4. The CPU loader on 16 cores against raw libjpeg-turbo decode.
-run 55 python3 benchmarks/bench_tiling.py --workers 14 --repeat 1
+run 50 python3 benchmarks/bench_tiling.py --workers 14 --repeat 1
 echo "== done" | tee -a "$log"

@@ -241,7 +241,7 @@ class GridConfig(StageConfig):
         require_fraction("min_tissue_fraction", self.min_tissue_fraction)
 
 
-# Where a trained model's tiles are decoded (LoaderConfig.decode).
+# Where stored tiles are decoded for a scorer on a torch device (LoaderConfig.decode).
 DECODES = ("auto", "cpu", "gpu")
 
 
@@ -269,9 +269,10 @@ class LoaderConfig(StageConfig):
             process until the rest of the slide is estimated to take longer than this there; only
             then are the workers started (they take over once up). A small slide never pays for
             worker start-up. 0 uses the workers from the first batch.
-        decode: where stored JPEG tiles are decoded for a trained model: "auto" (on the GPU when
-            the model runs on CUDA and the slide's stored tiles allow it), "cpu" (worker
-            processes) or "gpu" (on the model's device; an error where the slide does not allow it).
+        decode: where stored JPEG tiles are decoded for a scorer that takes tiles on a torch device
+            (a trained model, the DAB scorer on CUDA): "auto" (on the GPU when the scorer runs on
+            CUDA and the slide's stored tiles allow it), "cpu" (worker processes) or "gpu" (on the
+            scorer's device; an error where the slide or scorer does not allow it).
     """
 
     output_size_px: int = 224

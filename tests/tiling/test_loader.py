@@ -171,3 +171,39 @@ def test_workers_take_over_a_long_slide_and_stay_warm_for_the_next(synthetic_sli
     later = np.concatenate([m["pid"] for m in second[3]])
     assert os.getpid() not in later[np.isfinite(later)]  # the pool was warm: no in-process batch
     assert np.array_equal(first[2], second[2])
+
+
+def _rows_of_some(rgb: np.ndarray, valid_mask: np.ndarray | None) -> dict[str, float | np.ndarray]:
+    # A value and an array that only some tiles give: a piece of a batch may lack them entirely.
+    values = _bright_rows(rgb, valid_mask)
+    return values if rgb[0, 0, 0] % 3 == 0 else {}
+
+
+def test_a_batch_shared_among_the_workers_arrives_whole_and_as_read_in_one_process(
+    synthetic_slide: tuple[Path, np.ndarray],
+) -> None:
+    from wsi_her2.tiling.pool import piece_tiles
+
+    path, _ = synthetic_slide
+    mask, grid = _grid(path, tile_size_px=512)
+    assert piece_tiles(48, 2, 8) == 24 and piece_tiles(256, 14, 8) == 24 and piece_tiles(16, 2, 8) == 16
+    results = {}
+    for workers in (0, 2):  # 48-tile batches: two pieces of 24 tiles each with 2 workers
+        cfg = LoaderConfig(workers=workers, batch_size=48, min_parallel_work_s=0)
+        batches, images = [], []
+        for b in iter_tile_batches(SlideSource(str(path)), grid, cfg, thresholds=mask.thresholds,
+                                   tile_function=_rows_of_some):  # fmt: skip
+            batches.append(b)
+            images.append(b.images.copy())  # type: ignore[union-attr]  # shared memory, reused
+        results[workers] = (
+            np.concatenate(images),
+            np.concatenate([b.kept for b in batches]),
+            np.concatenate([b.blur_score for b in batches]),
+            np.concatenate([b.measurements.get("n_rows", np.full(len(b), np.nan)) for b in batches]),
+            [r for b in batches for r in b.tile_arrays.get("rows", [None] * len(b))],
+        )
+    (img0, kept0, blur0, n0, rows0), (img2, kept2, blur2, n2, rows2) = results[0], results[2]
+    assert len(grid) > 96 and img0.shape == img2.shape and np.array_equal(img0, img2)
+    assert np.array_equal(kept0, kept2) and np.array_equal(blur0, blur2)
+    assert np.array_equal(n0, n2, equal_nan=True) and 0 < np.isfinite(n2).sum() < kept2.sum()
+    assert all((a is None and b is None) or np.array_equal(a, b) for a, b in zip(rows0, rows2, strict=True))

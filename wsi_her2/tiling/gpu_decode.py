@@ -1,17 +1,19 @@
-"""Tiles decoded where the model runs: stored JPEG bytes in, checked uint8 tile batches on the device out.
+"""Tiles decoded where the scorer runs: stored JPEG bytes in, checked uint8 tile batches on the device out.
 
-On a CUDA device the CPU loader (decode + resize + pixel check in worker processes) limits a
-fast classifier; here the host only reads compressed stored tiles (:mod:`stored_tiles`, ~3 µs a
-tile: cheaper in this process than shipping bytes back from worker processes), and the device
-decodes a whole batch at once (``torchvision.io.decode_jpeg`` on a list: nvJPEG, with the
-hardware JPEG engines where the GPU has them), assembles each delivered tile from the stored
-tiles it covers, resizes it and runs the pixel check (:mod:`device_pixels`, which gives the CPU
-loader's numbers). Decoding runs on its own CUDA stream one batch ahead of the model, so copies
-and decoding overlap the previous batch's forward pass. On a CPU device the same code runs with
-torchvision's libjpeg-turbo decoder (tests compare it with the CPU loader pixel for pixel).
+On a CUDA device the CPU loader (decode + resize + pixel check in worker processes) limits a fast
+classifier or the DAB scorer's batched torch measurement; here the host only reads compressed
+stored tiles (:mod:`stored_tiles`, ~3 µs a tile: cheaper in this process than shipping bytes back
+from worker processes), and the device decodes a whole batch at once
+(``torchvision.io.decode_jpeg`` on a list: nvJPEG, with the hardware JPEG engines where the GPU has
+them), assembles each delivered tile from the stored tiles it covers, resizes it and runs the pixel
+check (:mod:`device_pixels`, which gives the CPU loader's numbers). Decoding runs on its own CUDA
+stream one batch ahead of the scorer, so copies and decoding overlap the previous batch's forward
+pass or cell measurement. On a CPU device the same code runs with torchvision's libjpeg-turbo
+decoder (tests compare it with the CPU loader pixel for pixel).
 
-Whether a slide can be decoded so is decided per slide (:func:`choose_decode`): TIFF-family JPEG
-levels can; JPEG 2000, other codecs and OpenSlide-read formats are read by the CPU loader.
+Whether a slide can be decoded so is decided per slide (:func:`choose_decode`, called by
+:func:`wsi_her2.tiling.source.scored_tile_batches`): TIFF-family JPEG levels can; JPEG 2000, other
+codecs and OpenSlide-read formats are read by the CPU loader.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class DecodeChoice:
     """Where a slide's tiles are decoded, and why.
 
     Attributes:
-        on_device: decoded on the model's device (else by the CPU loader).
+        on_device: decoded on the scorer's device (else by the CPU loader).
         reason: why, in words.
         level: the stored level read, when on the device.
         device: the device, when on the device.

@@ -37,7 +37,16 @@ from wsi_her2.tiling.grid import TileGrid
 from wsi_her2.tiling.pixel_check import pixel_check as pixel_check  # re-exported
 from wsi_her2.tiling.pixel_check import pixel_check_batch
 from wsi_her2.tiling.pool import default_start_method as default_start_method  # re-exported
-from wsi_her2.tiling.pool import discard_pool, get_pool, pool_exists, pool_is_warm, start_pool
+from wsi_her2.tiling.pool import (
+    discard_pool,
+    get_pool,
+    joined,
+    piece_tiles,
+    pieces,
+    pool_exists,
+    pool_is_warm,
+    start_pool,
+)
 from wsi_her2.tiling.pool import shutdown_pools as shutdown_pools  # re-exported
 from wsi_her2.tiling.pool import worker_count as worker_count  # re-exported
 from wsi_her2.tissue import TissueThresholds
@@ -108,7 +117,7 @@ class _Task:
 
 @dataclass(frozen=True)
 class _Job:
-    """One batch: which tiles, and the shared-memory slot its pixels go to."""
+    """One batch, or a piece of one: which tiles, and where in shared memory their pixels go."""
 
     task: _Task
     batch_id: int
@@ -116,6 +125,7 @@ class _Job:
     xs: np.ndarray
     ys: np.ndarray
     slot: int
+    offset: int = 0  # first tile's place in the slot (a piece of a batch)
 
 
 # Worker-process caches: the pool outlives one slide, so a worker keeps the slides and shared
@@ -241,7 +251,9 @@ def _scratch(shape: tuple[int, int, int, int]) -> np.ndarray:
 
 def _worker_job(job: _Job) -> dict[str, Any]:
     name = job.task.shm_name
-    out = _slot_view(_shm(name), job.slot, _slot_shape(job.task.cfg))[: len(job.indices)] if name else None
+    out = None
+    if name:
+        out = _slot_view(_shm(name), job.slot, _slot_shape(job.task.cfg))[job.offset : job.offset + len(job.indices)]
     return _run_job(job, _reader(job.task.source), out)
 
 
@@ -341,7 +353,9 @@ def _parallel_batches(
         shm = shared_memory.SharedMemory(create=True, size=int(np.prod(slot_shape)) * n_slots)
     task = replace(task, shm_name=shm.name if shm else None)
     executor = get_pool(method, cfg.workers)
-    pending: deque[tuple[_Job, Future[dict[str, Any]]]] = deque()
+    piece = piece_tiles(cfg.batch_size, workers, _CHUNK_TILES)
+    pending: deque[tuple[_Job, list[int], list[Future[dict[str, Any]]]]] = deque()
+    current: list[Future[dict[str, Any]]] = []  # the pieces of the batch being collected
     last = first + len(starts)
     try:
         free = deque(range(n_slots))
@@ -351,14 +365,15 @@ def _parallel_batches(
             nonlocal next_k
             while free and next_k < last and len(pending) < n_slots - 1:
                 j = job(next_k, free.popleft(), task)
-                pending.append((j, executor.submit(_worker_job, j)))
+                parts = pieces(j, piece)
+                pending.append((j, [len(p.indices) for p in parts], [executor.submit(_worker_job, p) for p in parts]))
                 next_k += 1
 
         submit()
         while pending:
-            j, future = pending.popleft()
+            j, lengths, current = pending.popleft()
             try:
-                result = future.result()
+                result = joined([f.result() for f in current], lengths)
             except BrokenProcessPool as exc:
                 discard_pool(executor)
                 raise WsiHer2Error(
@@ -371,9 +386,10 @@ def _parallel_batches(
             submit()
     finally:
         # Jobs still queued or running would write into the shared memory about to be freed.
-        for _, future in pending:
+        left = current + [future for _, _, futures in pending for future in futures]
+        for future in left:
             future.cancel()
-        for _, future in pending:
+        for future in left:
             with contextlib.suppress(Exception):
                 future.result()
         if shm is not None:

@@ -16,8 +16,11 @@ import os
 import signal
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.context import BaseContext
+from typing import Any
+
+import numpy as np
 
 
 def default_start_method() -> str:
@@ -119,6 +122,41 @@ def discard_pool(pool: ProcessPoolExecutor) -> None:
         if value.executor is pool:
             del _POOLS[key]
     pool.shutdown(wait=False, cancel_futures=True)
+
+
+def piece_tiles(batch_size: int, workers: int, chunk_tiles: int) -> int:
+    """Tiles per piece when a batch is shared among the workers: whole chunks, at least two.
+
+    A batch read by one worker while the others idle costs its whole reading time at the start of a
+    slide and again at its end (the last batches); in pieces, every worker takes part in each batch.
+    """
+    return max(2 * chunk_tiles, chunk_tiles * -(-batch_size // (workers * chunk_tiles)))
+
+
+def pieces(job: Any, size: int) -> list[Any]:
+    """A batch's job (a dataclass with ``indices``, ``xs``, ``ys``) cut into jobs of ``size`` tiles."""
+    return [replace(job, indices=job.indices[a : a + size], xs=job.xs[a : a + size], ys=job.ys[a : a + size],
+                    offset=a) for a in range(0, len(job.indices), size)]  # fmt: skip
+
+
+def joined(results: list[dict[str, Any]], lengths: list[int]) -> dict[str, Any]:
+    """A whole batch's result from its pieces' results, in order (``lengths``: tiles per piece).
+
+    Per-tile values a piece lacks (its tile function never returned them) are NaN, arrays None.
+    """
+    if len(results) == 1:
+        return results[0]
+    out: dict[str, Any] = {key: np.concatenate([r[key] for r in results]) for key in ("kept", "fractions", "blur")}
+    parts = list(zip(results, lengths, strict=True))
+    out["measurements"] = {
+        key: np.concatenate([r["measurements"].get(key, np.full(n, np.nan)) for r, n in parts])
+        for key in dict.fromkeys(k for r in results for k in r["measurements"])
+    }  # fmt: skip
+    out["arrays"] = {
+        key: [a for r, n in parts for a in r["arrays"].get(key, [None] * n)]
+        for key in dict.fromkeys(k for r in results for k in r["arrays"])
+    }  # fmt: skip
+    return out
 
 
 @atexit.register
