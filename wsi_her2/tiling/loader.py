@@ -4,7 +4,8 @@ Each worker opens the slide once, reads every tile from the pyramid level neares
 size (never decoding level 0 to throw most of it away), resizes with area interpolation, runs the
 pixel-level empty/blur check, and optionally a tile function (e.g. the DAB scorer) on the pixels.
 Pixels travel back through shared memory, not pipes: a worker writes into a slot of a ring that
-the consumer reads without a copy. Slides too small to pay for worker start-up are read in the
+the consumer reads without a copy; a batch is shared among the workers in pieces (no worker idles
+while one reads a slide's first or last batch). Slides too small to pay for worker start-up are read in the
 calling process (see :func:`iter_tile_batches`); the pool (:mod:`wsi_her2.tiling.pool`) stays up
 for the next slide. Tiles can also be decoded on the model's GPU instead (:mod:`gpu_decode`).
 
