@@ -11,6 +11,8 @@ The ratio e2e / model says how well I/O is hidden (1.0 = perfectly).
 Usage:
   python benchmarks/bench_score.py                 # CPU here: a small part of the slide
   python benchmarks/bench_score.py --device cuda --repeat-grid 10 --workers 14 --compile
+On CUDA, end to end is measured twice in the same run: tiles decoded on the GPU (--decode gpu)
+and by the CPU workers (--decode cpu), each beside the model-only rate.
 """
 
 from __future__ import annotations
@@ -76,6 +78,28 @@ def nvjpeg_probe(slide: Path, batch: int = 256, seconds: float = 5.0) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def device_decode_rate(slide: Path, prepared, batch: int, seconds: float) -> float:
+    """Tiles/s of the GPU decode path alone, over the benchmark grid, until ``seconds`` have passed."""
+    import torch
+
+    from wsi_her2.config import LoaderConfig
+    from wsi_her2.slide import best_level
+    from wsi_her2.tiling.gpu_decode import choose_decode, iter_device_tile_batches
+
+    tile = prepared.grid.tile_size_px
+    size = round(tile / best_level(prepared.info.levels, tile / 224).downsample)  # the stored size, as score reads
+    cfg = LoaderConfig(output_size_px=size, batch_size=batch, decode="gpu")
+    choice = choose_decode("gpu", torch.device("cuda"), prepared.info, tile, size)
+    list(iter_device_tile_batches(choice, prepared.grid.subset(np.arange(batch * 2) % len(prepared.grid)), cfg))
+    torch.cuda.synchronize()
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for b in iter_device_tile_batches(choice, prepared.grid, cfg, thresholds=prepared.mask.thresholds):
+            n += len(b)
+    torch.cuda.synchronize()
+    return n / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
@@ -87,6 +111,14 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--decode",
+        choices=["cpu", "gpu"],
+        nargs="+",
+        default=None,
+        help="tile decoding to measure end to end (default: gpu and cpu on CUDA, cpu elsewhere)",
+    )
+    parser.add_argument("--runs", type=int, default=3, help="measured end-to-end runs per decode mode")
     args = parser.parse_args()
 
     import torch
@@ -123,19 +155,14 @@ def main() -> None:
         figures["model_compiled"] = rate
         print(f"model only, compiled: {rate:,.0f} tiles/s")
 
+    best_model = max(v for k, v in figures.items() if k.startswith("model_"))
+    decodes = args.decode or (["gpu", "cpu"] if cuda else ["cpu"])
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = save_checkpoint(model, card, Path(tmp) / "ckpt")
-        settings = ScoreSettings(
-            model=str(ckpt),
-            grid=GridConfig(tile_size_px=args.tile_size),
-            grid_user_set=frozenset({"tile_size_px"}),
-            loader=LoaderConfig(workers=args.workers, prefetch_batches=4 if cuda else 2),
-            inference=InferenceConfig(device=args.device, batch_size=batch, compile=args.compile),
-            check_stain=False,
-        )
         from wsi_her2.models import load_scorer
 
-        scorer = load_scorer(settings.model, inference=settings.inference)
+        scorer = load_scorer(str(ckpt), inference=InferenceConfig(device=args.device, batch_size=batch,
+                                                                  compile=args.compile))  # fmt: skip
         original = grid_module.build_tile_grid
 
         def bench_grid(*a, **k):  # a part of the slide on CPU; the grid repeated for long GPU runs
@@ -146,28 +173,54 @@ def main() -> None:
         import wsi_her2.pipeline as pipeline_module
 
         pipeline_module.build_tile_grid = bench_grid
-        score_slide(slide, scorer, settings)  # warm: model, compile, worker processes
-        result = score_slide(slide, scorer, settings)
-        timings = result.timings_s
-        n = len(result.slide.grid)
-        e2e = timings["tiles_per_s"]
-        figures.update({"e2e": e2e, "tiles": n, "waiting_for_tiles_s": timings["waiting_for_tiles_s"],
-                        "tiles_and_model_s": timings["tiles_and_model_s"]})  # fmt: skip
-        print(f"end to end: {n:,} tiles of {args.tile_size} px in {timings['tiles_and_model_s']:.2f} s = {e2e:,.0f} tiles/s; "
-              f"the model waited {timings['waiting_for_tiles_s']:.2f} s for tiles")  # fmt: skip
-        best_model = max(v for k, v in figures.items() if k.startswith("model_"))
-        print(f"ratio e2e / model-only: {e2e / best_model:.2f}")
+        result = None
+        for decode in decodes:
+            loader = LoaderConfig(workers=args.workers, prefetch_batches=4 if cuda else 2, decode=decode,
+                                  min_parallel_work_s=0)  # fmt: skip
+            settings = ScoreSettings(grid=GridConfig(tile_size_px=args.tile_size), loader=loader, check_stain=False,
+                                     grid_user_set=frozenset({"tile_size_px"}))  # fmt: skip
+            rates, waits = [], []
+            try:
+                score_slide(slide, scorer, settings)  # warm: model, compile, worker processes, decoder
+                for _ in range(args.runs):
+                    result = score_slide(slide, scorer, settings)
+                    rates.append(result.timings_s["tiles_per_s"])
+                    waits.append(result.timings_s["waiting_for_tiles_s"] / result.timings_s["tiles_and_model_s"])
+            except Exception as exc:  # report and measure the other decoding
+                print(f"end to end, --decode {decode}: FAILED: {type(exc).__name__}: {exc}")
+                continue
+            where = result.runtime.get("tile_decode", {})
+            median = float(np.median(rates))
+            figures[f"e2e_{decode}_decode"] = median
+            figures[f"e2e_{decode}_decode_runs"] = rates  # type: ignore[assignment]
+            print(f"end to end, --decode {decode} ({where.get('decode')}: {where.get('reason')}): "
+                  f"{len(result.slide.grid):,} tiles of {args.tile_size} px, median {median:,.0f} tiles/s over "
+                  f"{args.runs} runs ({min(rates):,.0f}-{max(rates):,.0f}); the model waited for tiles "
+                  f"{np.median(waits):.0%} of the time; e2e / model-only {median / best_model:.2f}")  # fmt: skip
+        if result is None:
+            return
+        figures["tiles"] = len(result.slide.grid)
         from wsi_her2.config import LoaderConfig as _L
         from wsi_her2.tiling.loader import SlideSource, iter_tile_batches
 
-        loader_cfg = _L(workers=args.workers, output_size_px=scorer.output_size_px(result.slide), batch_size=batch)
+        loader_cfg = _L(workers=args.workers, output_size_px=scorer.output_size_px(result.slide), batch_size=batch,
+                        min_parallel_work_s=0)  # fmt: skip
         t0 = time.perf_counter()
         count = sum(len(b) for b in iter_tile_batches(SlideSource(str(slide)), result.slide.grid, loader_cfg,
                                                         thresholds=result.slide.mask.thresholds))  # fmt: skip
         loader_rate = count / (time.perf_counter() - t0)
         figures["loader"] = loader_rate
-        print(f"loader only ({args.workers} workers, {loader_cfg.output_size_px} px out): {loader_rate:,.0f} tiles/s")
+        print(
+            f"CPU loader alone ({args.workers} workers, {loader_cfg.output_size_px} px out): {loader_rate:,.0f} tiles/s"
+        )
         scorer.close()
+    if cuda and result is not None:
+        try:
+            figures["device_decode_path"] = device_decode_rate(slide, result.slide, batch, args.seconds)
+            print(f"GPU decode path alone (read + nvJPEG + assemble + pixel check, batches of {batch}): "
+                  f"{figures['device_decode_path']:,.0f} tiles/s")  # fmt: skip
+        except Exception as exc:  # a probe only: report and go on
+            print(f"GPU decode path probe failed: {type(exc).__name__}: {exc}")
     if cuda:
         try:
             figures["nvjpeg_decode"] = nvjpeg_probe(slide)

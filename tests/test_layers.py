@@ -15,7 +15,8 @@ from tests.conftest import ROOT
 UPPER = ("wsi_her2.pipeline", "wsi_her2.settings", "wsi_her2.batch", "wsi_her2.explain", "wsi_her2.viewer",
          "wsi_her2.validation", "wsi_her2.training", "wsi_her2_cli")  # fmt: skip
 STAGES = ("models", "outputs", "slide", "tiling", "results.py", "aggregate.py", "tissue.py", "config.py",
-          "roi.py", "her2.py", "errors.py", "extras.py", "inference.py", "device.py", "progress.py")  # fmt: skip
+          "roi.py", "her2.py", "errors.py", "extras.py", "inference.py", "device.py", "progress.py",
+          "streaming.py")  # fmt: skip
 # `from wsi_her2.settings import run_score` (the README's example) resolves lazily to the pipeline's.
 KNOWN_ALIASES = {("wsi_her2.settings", "wsi_her2.pipeline")}
 

@@ -241,6 +241,10 @@ class GridConfig(StageConfig):
         require_fraction("min_tissue_fraction", self.min_tissue_fraction)
 
 
+# Where stored tiles are decoded for a scorer on a torch device (LoaderConfig.decode).
+DECODES = ("auto", "cpu", "gpu")
+
+
 @dataclasses.dataclass(frozen=True)
 class LoaderConfig(StageConfig):
     """Settings of the tile loader (:mod:`wsi_her2.tiling.loader`).
@@ -261,6 +265,14 @@ class LoaderConfig(StageConfig):
             H&E stays above 170 at 2.3 µm. The default 50 drops badly blurred tiles, never sharp ones.
         return_images: deliver the pixels; a tile function that runs in the workers may not need them.
         start_method: multiprocessing start method ("fork", "forkserver", "spawn"; None = best).
+        min_parallel_work_s: with workers and no warm pool yet, tiles are read in the calling
+            process until the rest of the slide is estimated to take longer than this there; only
+            then are the workers started (they take over once up). A small slide never pays for
+            worker start-up. 0 uses the workers from the first batch.
+        decode: where stored JPEG tiles are decoded for a scorer that takes tiles on a torch device
+            (a trained model, the DAB scorer on CUDA): "auto" (on the GPU when the scorer runs on
+            CUDA and the slide's stored tiles allow it), "cpu" (worker processes) or "gpu" (on the
+            scorer's device; an error where the slide or scorer does not allow it).
     """
 
     output_size_px: int = 224
@@ -272,6 +284,8 @@ class LoaderConfig(StageConfig):
     min_blur_score: float = 50.0
     return_images: bool = True
     start_method: Literal["fork", "forkserver", "spawn"] | None = None
+    min_parallel_work_s: float = 1.0
+    decode: Literal["auto", "cpu", "gpu"] = "auto"
 
     def __post_init__(self) -> None:
         self.check_types()
@@ -289,6 +303,8 @@ class LoaderConfig(StageConfig):
             self.start_method in (None, "fork", "forkserver", "spawn"),
             f"start_method must be fork, forkserver or spawn, got {self.start_method!r}",
         )
+        require(self.min_parallel_work_s >= 0, "min_parallel_work_s must be >= 0")
+        require(self.decode in DECODES, f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
 
 
 DEVICES = ("auto", "cpu", "cuda", "mps")

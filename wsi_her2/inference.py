@@ -123,8 +123,11 @@ class TorchEngine:
                     self.notes.append(note)
                     log.warning(note)
 
-    def submit(self, images: np.ndarray) -> _Pending:
-        """Start scoring ``images`` (n, S, S, 3) uint8; they may be overwritten once this returns."""
+    def submit(self, images: np.ndarray | torch.Tensor) -> _Pending:
+        """Start scoring ``images`` (n, S, S, 3) uint8; they may be overwritten once this returns.
+
+        A tensor already on the engine's device (tiles decoded there) is used in place.
+        """
         n = images.shape[0]
         if n > self.batch_size:
             raise ValueError(f"batch of {n} tiles exceeds the engine's batch size {self.batch_size}")
@@ -132,13 +135,16 @@ class TorchEngine:
         self.next_slot = (self.next_slot + 1) % self.slots
         if self.events[slot] is not None:
             self.events[slot].synchronize()  # the staging buffer's previous copy must be done
-        staging = self.staging[slot]
-        staging[:n].copy_(torch.from_numpy(np.ascontiguousarray(images)))
         # A compiled model wants one shape: pad the last, short batch.
         count = self.batch_size if self.cfg.compile else n
-        if count > n:
-            staging[n:count].zero_()
-        probabilities = self._probabilities(staging[:count])[:n]
+        if isinstance(images, torch.Tensor) and images.device.type == self.device.type:
+            staged = images if count == n else torch.cat([images, images.new_zeros((count - n, *images.shape[1:]))])
+        else:
+            staged = self.staging[slot][:count]
+            staged[:n].copy_(torch.as_tensor(np.ascontiguousarray(images)))
+            if count > n:
+                staged[n:count].zero_()
+        probabilities = self._probabilities(staged)[:n]
         out = self.outputs[slot]
         out[:n].copy_(probabilities, non_blocking=self.cuda)
         event = None

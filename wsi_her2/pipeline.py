@@ -1,25 +1,25 @@
 """The pipeline: slide reader -> tissue mask -> tile grid -> tile loader -> (model) -> aggregator -> writers.
 
-These functions only compose the stages; each stage lives in its own module, and the results
-they make are in :mod:`wsi_her2.results`. :func:`run_score` and :func:`run_tile` are what the
+These functions only compose the stages; each stage lives in its own module (streaming a slide's
+tiles through a scorer: :mod:`wsi_her2.streaming`), and the results they make are in
+:mod:`wsi_her2.results`. :func:`run_score` and :func:`run_tile` are what the
 ``score``, ``batch`` and ``tile`` commands call: they take the command's settings whole.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from shapely.geometry import MultiPolygon
 
-from wsi_her2.aggregate import TilePredictions, aggregate_slide
+from wsi_her2.aggregate import aggregate_slide
 from wsi_her2.config import GridConfig, LoaderConfig, TissueConfig
 from wsi_her2.errors import NoTissueError
 from wsi_her2.models import load_scorer
-from wsi_her2.models.base import PendingResult, SlideTiles, TileScorer
+from wsi_her2.models.base import TileScorer
 from wsi_her2.outputs.scoring import write_score_outputs
 from wsi_her2.outputs.tile_images import TileImageWriter
 from wsi_her2.outputs.tiling import write_tiling_outputs
@@ -28,15 +28,13 @@ from wsi_her2.results import PreparedSlide, SlideResult, TilingResult
 from wsi_her2.roi import load_roi, rasterize
 from wsi_her2.settings import ScoreSettings, TileSettings
 from wsi_her2.slide import open_slide, read_thumbnail, require_mpp
+from wsi_her2.streaming import drop_reasons, stream_tiles, tile_predictions
 from wsi_her2.tiling.grid import build_tile_grid
 from wsi_her2.tiling.loader import SlideSource, TileBatch, iter_tile_batches
 from wsi_her2.tissue import TissueMask, detect_tissue
 
 # Longest side of the overview image used for thumbnails and overlays.
 OVERVIEW_SIDE_PX = 2048
-DROP_BACKGROUND = "background"
-DROP_BLUR = "blur"
-NO_RESULT = "no result"
 
 
 def prepare_slide(
@@ -125,19 +123,6 @@ def _emptiness(
             hint="lower --min-tissue or use smaller tiles (--tile-size)",
         )
     return None
-
-
-def drop_reasons(batch: TileBatch, loader: LoaderConfig) -> list[str]:
-    """Why each tile of a batch was dropped ("" for kept tiles)."""
-    reasons = []
-    for kept, fraction in zip(batch.kept, batch.pixel_tissue_fraction, strict=True):
-        if kept:
-            reasons.append("")
-        elif fraction < loader.min_pixel_tissue_fraction:
-            reasons.append(DROP_BACKGROUND)
-        else:
-            reasons.append(DROP_BLUR)
-    return reasons
 
 
 def tile_slide(
@@ -271,111 +256,21 @@ def score_slide(
             return_images=scorer.needs_pixels,
             batch_size=scorer.batch_size or loader.batch_size,
         )
-        tiles, reasons = _run_model(prepared, scorer, loader, progress)
+        streamed = stream_tiles(prepared, scorer, loader, progress)
+        tiles = streamed.tiles
         finish = scorer.finish(tiles, prepared)
-        predictions = _predictions(prepared, scorer, tiles, finish.probabilities, finish.measurements, reasons)
+        predictions = tile_predictions(
+            prepared, scorer, tiles, finish.probabilities, finish.measurements, streamed.reasons
+        )
         score = aggregate_slide(predictions, settings.aggregate, label_granularity=scorer.label_granularity)
     finally:
         prepared.reader.close()
+    runtime = {**scorer.runtime(), "tile_decode": streamed.decode}
     return SlideResult(
-        prepared, "done", predictions, score, scorer.identity(), scorer.card(), facts, scorer.runtime(),
+        prepared, "done", predictions, score, scorer.identity(), scorer.card(), facts, runtime,
         prepared.timings_s, settings.report_config(grid=grid_cfg, loader=loader), outputs, finish.summary,
         finish.tables, calibration,
     )  # fmt: skip
-
-
-def _run_model(
-    prepared: PreparedSlide, scorer: TileScorer, loader: LoaderConfig, progress: ProgressCallback | None
-) -> tuple[SlideTiles, np.ndarray]:
-    """Stream the tiles through the model; results are collected one batch late (overlap).
-
-    Returns:
-        Every tile's result over the grid, and per tile why it was dropped ("" when kept).
-    """
-    grid = prepared.grid
-    n, n_classes = len(grid), len(scorer.classes)
-    probabilities = np.full((n, n_classes), np.nan, np.float32)
-    measurements: dict[str, np.ndarray] = {}
-    tile_arrays: dict[str, list[np.ndarray | None]] = {}
-    reasons = np.full(n, "", dtype=object)
-    kept = np.zeros(n, bool)
-    pixel_fraction = np.zeros(n, np.float32)
-    blur = np.zeros(n, np.float32)
-    pending: deque[tuple[np.ndarray, PendingResult]] = deque()
-    waited = 0.0
-    done = 0
-
-    def collect(rows: np.ndarray, handle: PendingResult) -> None:
-        result = handle.result()
-        probabilities[rows] = result.probabilities
-        for key, values in result.measurements.items():
-            measurements.setdefault(key, np.full(n, np.nan))[rows] = values
-        for key, arrays in result.tile_arrays.items():
-            column = tile_arrays.setdefault(key, [None] * n)
-            for row, array in zip(rows, arrays, strict=True):
-                column[int(row)] = array
-
-    tile_function = scorer.tile_function(prepared, loader.output_size_px)
-    report(progress, ProgressEvent("score", 0, n, "tiles", "scoring tiles"))
-    t0 = time.perf_counter()
-    batches = iter_tile_batches(
-        prepared.source, grid, loader, thresholds=prepared.mask.thresholds, tile_function=tile_function,
-        roi=prepared.roi,
-    )  # fmt: skip
-    while True:
-        t_wait = time.perf_counter()
-        batch = next(batches, None)
-        waited += time.perf_counter() - t_wait
-        if batch is None:
-            break
-        reasons[batch.indices] = drop_reasons(batch, loader)
-        kept[batch.indices] = batch.kept
-        pixel_fraction[batch.indices] = batch.pixel_tissue_fraction
-        blur[batch.indices] = batch.blur_score
-        pending.append((batch.indices[batch.kept], scorer.submit(batch)))
-        while len(pending) > scorer.max_in_flight:
-            collect(*pending.popleft())
-        done += len(batch)
-        report(progress, ProgressEvent("score", done, n, "tiles"))
-    while pending:
-        collect(*pending.popleft())
-    elapsed = time.perf_counter() - t0
-    prepared.timings_s.update(
-        {
-            "tiles_and_model_s": elapsed,
-            "waiting_for_tiles_s": waited,
-            "tiles_per_s": n / elapsed if elapsed > 0 else 0.0,
-        }
-    )
-    measurements["pixel_tissue_fraction"] = pixel_fraction
-    measurements["blur_score"] = blur
-    return SlideTiles(probabilities, measurements, tile_arrays, kept), reasons
-
-
-def _predictions(
-    prepared: PreparedSlide,
-    scorer: TileScorer,
-    tiles: SlideTiles,
-    probabilities: np.ndarray,
-    measurements: dict[str, np.ndarray],
-    reasons: np.ndarray,
-) -> TilePredictions:
-    """The per-tile results the aggregator and the writers take: a tile is scored when it has a result."""
-    scored = ~np.isnan(probabilities).any(axis=1) & (reasons == "")
-    reasons = reasons.copy()
-    reasons[(reasons == "") & ~scored] = NO_RESULT  # e.g. the DAB scorer found no cells
-    measurements = {**measurements}
-    for key in ("pixel_tissue_fraction", "blur_score"):  # the loader's, whatever the scorer returned
-        measurements[key] = tiles.measurements[key]
-    return TilePredictions(
-        classes=tuple(scorer.classes),
-        scored=scored,
-        probabilities=probabilities,
-        predicted=np.where(scored, np.argmax(np.nan_to_num(probabilities, nan=-1.0), axis=1), -1),
-        weights=prepared.grid.tissue_fraction.astype(np.float64),
-        measurements=measurements,
-        drop_reason=reasons.astype(str),
-    )
 
 
 def run_score(

@@ -177,9 +177,12 @@ class ScoreSettings:
         return values
 
     def fingerprint(self) -> str:
-        """SHA-256 of the settings that change results (worker counts and batch sizes do not)."""
+        """SHA-256 of the settings that change results (worker counts, batch sizes and decoding do not)."""
         values = self.to_dict()
-        values["loader"] = {k: v for k, v in values["loader"].items() if k not in ("workers", "prefetch_batches")}
+        # Where tiles are decoded and when workers start change speed, not results (decoders agree
+        # within JPEG decoder tolerance, see gpu_decode).
+        speed_only = ("workers", "prefetch_batches", "min_parallel_work_s", "decode")
+        values["loader"] = {k: v for k, v in values["loader"].items() if k not in speed_only}
         values["inference"] = {}
         return hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
 

@@ -78,6 +78,57 @@ def _level_tiles(
             yield np.where(local[..., None], texture, glass)
 
 
+def _aperio_description(width: int, height: int, tile_px: int, jpeg_quality: int, mpp: float) -> str:
+    return (
+        f"Aperio Image Library v12.0.15 \r\n{width}x{height} ({tile_px}x{tile_px}) JPEG/RGB Q={jpeg_quality}"
+        f"|AppMag = {round(10.0 / mpp)}|MPP = {mpp}|Filename = synthetic|ScanScope ID = WSI-HER2-SYNTHETIC"
+    )
+
+
+def _jpeg_tile_options(tile_px: int, jpeg_quality: int, photometric: str) -> dict:
+    # tifffile takes RGB pixels either way; "outcolorspace" is what the JPEG stream stores.
+    options: dict = {"tile": (tile_px, tile_px), "compression": "jpeg", "photometric": "rgb", "dtype": np.uint8}
+    if photometric == "ycbcr":
+        options.update(compressionargs={"level": jpeg_quality}, subsampling=(2, 2))
+    else:
+        options.update(compressionargs={"level": jpeg_quality, "outcolorspace": "rgb"}, subsampling=(1, 1))
+    return options
+
+
+def write_image_slide(
+    path: str | Path,
+    rgb: np.ndarray,
+    *,
+    mpp: float = 0.25,
+    tile_px: int = 256,
+    downsamples: tuple[int, ...] = (1, 4),
+    jpeg_quality: int = 90,
+    photometric: str = "ycbcr",
+) -> None:
+    """Write an RGB image (e.g. a real TMA core) as an Aperio-style pyramidal SVS of JPEG tiles.
+
+    What reads stored tiles (the direct TIFF reader, GPU decoding) can then be tried on real tissue.
+
+    Args:
+        path: the .svs file to write.
+        rgb: (h, w, 3) uint8, level 0.
+        mpp: µm per level-0 pixel written into the description.
+        tile_px: stored tile size.
+        downsamples: pyramid levels (1 first), each reduced from level 0 by area averaging.
+        jpeg_quality: JPEG quality of the tiles.
+        photometric: "ycbcr" (subsampled) or "rgb", as for :func:`write_synthetic_slide`.
+    """
+    height, width = rgb.shape[:2]
+    options = _jpeg_tile_options(tile_px, jpeg_quality, photometric)
+    with tifffile.TiffWriter(path, bigtiff=width * height * 3 > 2**31) as tif:
+        for i, ds in enumerate(downsamples):
+            w, h = max(1, width // ds), max(1, height // ds)
+            level = rgb if ds == 1 else cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            description = _aperio_description(width, height, tile_px, jpeg_quality, mpp) if i == 0 else None
+            tif.write(np.ascontiguousarray(level), description=description or f"{width}x{height} -> {w}x{h} - ",
+                      subfiletype=0, metadata=None, **options)  # fmt: skip
+
+
 def write_synthetic_slide(
     path: str | Path,
     *,
@@ -117,22 +168,8 @@ def write_synthetic_slide(
         tissue_map = random_tissue_map((max(8, height // 64), max(8, width // 64)), tissue_fraction, seed)
     tissue_map = np.asarray(tissue_map, bool)
     textures = _textures(tile_px, stain, rng)
-    magnification = round(10.0 / mpp)
-    description = (
-        f"Aperio Image Library v12.0.15 \r\n{width}x{height} ({tile_px}x{tile_px}) JPEG/RGB Q={jpeg_quality}"
-        f"|AppMag = {magnification}|MPP = {mpp}|Filename = synthetic|ScanScope ID = WSI-HER2-SYNTHETIC"
-    )
-    # tifffile takes RGB pixels either way; "outcolorspace" is what the JPEG stream stores.
-    options: dict = {
-        "tile": (tile_px, tile_px),
-        "compression": "jpeg",
-        "photometric": "rgb",
-        "dtype": np.uint8,
-    }
-    if photometric == "ycbcr":
-        options.update(compressionargs={"level": jpeg_quality}, subsampling=(2, 2))
-    else:
-        options.update(compressionargs={"level": jpeg_quality, "outcolorspace": "rgb"}, subsampling=(1, 1))
+    description = _aperio_description(width, height, tile_px, jpeg_quality, mpp)
+    options = _jpeg_tile_options(tile_px, jpeg_quality, photometric)
     bigtiff = width * height * 3 > 2**31
     with tifffile.TiffWriter(path, bigtiff=bigtiff) as tif:
         for i, ds in enumerate(downsamples):

@@ -107,6 +107,11 @@ OPTIONS: tuple[Option, ...] = (
          help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]"),
     _opt("batch_size", "--batch-size", (EXPLAIN,), None, type=click.IntRange(1), default=None,
          help="Tiles per Grad-CAM pass. [default: 64 GPU, 8 CPU]"),
+    _opt("decode", "--decode", (*SCORING, EXPLAIN), "loader.decode", type=click.Choice(["auto", "cpu", "gpu"]),
+         default=None,
+         help="Where stored JPEG tiles are decoded: auto (on the GPU when the model or the DAB scorer runs on CUDA "
+              "and the slide's tiles allow), cpu (the loader's workers) or gpu (an error where they cannot). "
+              "[default: auto]"),
     _opt("compile_model", "--compile", SCORING, "inference.compile", _true_if_set, is_flag=True,
          help="torch.compile the model (GPU; slower start, faster run)."),
     _opt("rule", "--rule", SCORING, "aggregate.rule",

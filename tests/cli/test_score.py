@@ -220,3 +220,11 @@ def test_a_checkpoint_from_train_scores_a_slide(run_cli, tmp_path: Path, tmp_pat
     assert report["model_card"]["label_granularity"] == "slide"
     assert report["result"]["rule"] == "mean_probability"  # BCI-style slide-level labels
     assert report["grid"]["tile_size_level0_px"] == 1024  # --tile-size wins over the card's 64-px patches
+
+
+def test_decode_gpu_where_tiles_cannot_be_decoded_there_is_one_line_and_exit_9(run_cli, tmp_path: Path) -> None:
+    core = fixture_path("ihc", "ki67-ihc-hamamatsu-crop.ome.tif")
+    result = run_cli("score", core, "-o", tmp_path / "out", "--workers", "0", "--decode", "gpu", "-q")
+    assert result.exit_code == 9
+    assert result.stderr.startswith("wsi-her2: error: --decode gpu") and len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr

@@ -40,3 +40,17 @@ def test_thumbnail_scale_is_exact(synthetic_slide: tuple[Path, np.ndarray]) -> N
         thumb, sx, sy = read_thumbnail(reader, 16)
     assert thumb.shape == (384, 512, 3)
     assert (sx, sy) == (16.0, 16.0)
+
+
+def test_bilinear_resize_of_rgb_is_opencvs_within_one_grey_level() -> None:
+    import cv2
+
+    from wsi_her2.slide.regions import resize_area
+
+    rng = np.random.default_rng(0)
+    tile = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    ours = resize_area(tile, 224, 224).astype(int)
+    opencv = cv2.resize(tile, (224, 224), interpolation=cv2.INTER_LINEAR).astype(int)
+    assert np.abs(ours - opencv).max() <= 1 and np.abs(ours - opencv).mean() < 0.2
+    into = np.empty((224, 224, 3), np.uint8)
+    assert resize_area(tile, 224, 224, into) is into and np.array_equal(into, ours)

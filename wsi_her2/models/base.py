@@ -111,6 +111,7 @@ class TileScorer(Protocol):
         label_granularity: "slide" or "tile" (steers the ``auto`` rule), or None.
         needs_pixels: the loader must return the tiles' pixels (False: the tile function does the work).
         batch_size: tiles per loader batch (None: the loader's setting).
+        tile_device: the torch device where the scorer takes tiles as tensors, or None (host arrays only).
         max_in_flight: batches submitted before the oldest result is collected.
         explanation: how ``explain`` shows its evidence: :data:`GRADCAM` or :data:`EVIDENCE`.
     """
@@ -127,6 +128,15 @@ class TileScorer(Protocol):
     @property
     def batch_size(self) -> int | None:
         """Tiles per loader batch (None: the loader's setting)."""
+        ...
+
+    @property
+    def tile_device(self) -> str | None:
+        """The torch device on which :meth:`submit` takes tiles as tensors (``TileBatch.device_images``).
+
+        None: the scorer takes host arrays only. Where it names a device, the loader may decode the
+        slide's stored tiles there (``LoaderConfig.decode``) and hand them over without a host copy.
+        """
         ...
 
     max_in_flight: int

@@ -76,6 +76,11 @@ class DeepScorer:
         self.engine: TorchEngine | None = None
         self.batch_size: int | None = cfg.batch_size or (256 if self.device.type == "cuda" else 32)
 
+    @property
+    def tile_device(self) -> str:
+        """The engine takes tiles already on its device (decoded there) as they are."""
+        return str(self.device)
+
     def grid_config(self, requested: GridConfig, user_set: frozenset[str]) -> GridConfig:
         """Cut tiles as the training patches were cut (the card's size and µm/px)."""
         return apply_card_geometry(requested, user_set, self._card.tile_size_px, self._card.tile_mpp)
@@ -117,13 +122,15 @@ class DeepScorer:
 
     def submit(self, batch: TileBatch) -> _Deferred:
         """Copy the kept tiles to the device and start the forward pass."""
-        if batch.images is None:
+        # Tiles decoded on the device (gpu_decode) arrive as a tensor there; others as host arrays.
+        pixels = batch.device_images if batch.device_images is not None else batch.images
+        if pixels is None:
             raise ValueError("the classifier needs tile pixels (return_images=True)")
         rows = np.flatnonzero(batch.kept)
         if len(rows) == 0:
             return _Deferred(None, 0, len(self.classes))
-        engine = self._engine(batch.images.shape[1])
-        images = batch.images if len(rows) == len(batch) else batch.images[rows]
+        engine = self._engine(pixels.shape[1])
+        images = pixels if len(rows) == len(batch) else pixels[rows]
         return _Deferred(engine.submit(images), len(rows), len(self.classes))
 
     def finish(self, tiles: SlideTiles, prepared: PreparedSlide) -> SlideFinish:

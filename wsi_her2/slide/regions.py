@@ -29,17 +29,28 @@ def best_level(levels: Sequence[LevelInfo], downsample: float) -> LevelInfo:
     return chosen
 
 
-def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
+def resize_area(image: np.ndarray, width: int, height: int, out: np.ndarray | None = None) -> np.ndarray:
     """Resize without aliasing, or return the image itself when the size already matches.
 
     Strong reductions use area averaging. A reduction by less than 2x (e.g. a 256-px stored tile
     to 224 px) uses bilinear interpolation, whose kernel already spans every source pixel: it
     differs from area averaging by ~0.3 grey levels on average and costs a tenth of the time.
-    Exact integer reductions take OpenCV's fast area path.
+    Exact integer reductions take OpenCV's fast area path. Bilinear resizing of 8-bit RGB runs
+    in 16 bits, where OpenCV's kernel is twice as fast as its 8-bit one for 3 channels; it rounds
+    instead of using 11-bit fixed-point weights (13% of values differ by one grey level).
+
+    Args:
+        image: (h, w, c) array.
+        width: output width.
+        height: output height.
+        out: optional (height, width, c) array of the image's dtype to write into (returned).
     """
     h, w = image.shape[:2]
     if w == width and h == height:
-        return image
+        if out is None:
+            return image
+        np.copyto(out, image)
+        return out
     if width > w or height > h:
         interpolation = cv2.INTER_LINEAR
     elif w % width == 0 and h % height == 0 and w // width == h // height:
@@ -48,11 +59,29 @@ def resize_area(image: np.ndarray, width: int, height: int) -> np.ndarray:
         interpolation = cv2.INTER_LINEAR
     else:
         interpolation = cv2.INTER_AREA
-    return cv2.resize(image, (width, height), interpolation=interpolation)
+    if interpolation == cv2.INTER_LINEAR and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        wide = cv2.resize(image.astype(np.uint16), (width, height), interpolation=cv2.INTER_LINEAR)
+        if out is None:
+            return wide.astype(np.uint8)
+        np.copyto(out, wide, casting="unsafe")
+        return out
+    if out is None:
+        return cv2.resize(image, (width, height), interpolation=interpolation)
+    result = cv2.resize(image, (width, height), dst=out, interpolation=interpolation)
+    if result is not out:  # OpenCV allocated instead (e.g. a non-contiguous out)
+        np.copyto(out, result)
+    return out
 
 
 def read_tile(
-    reader: SlideReader, x: int, y: int, width: int, height: int, out_width: int, out_height: int
+    reader: SlideReader,
+    x: int,
+    y: int,
+    width: int,
+    height: int,
+    out_width: int,
+    out_height: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Read a level-0 box and deliver it at ``out_width`` x ``out_height``, from the best level.
 
@@ -64,14 +93,15 @@ def read_tile(
         height: box height, level-0 pixels.
         out_width: delivered width in pixels.
         out_height: delivered height in pixels.
+        out: optional (out_height, out_width, 3) uint8 array to write into (saves a copy).
 
     Returns:
-        (out_height, out_width, 3) uint8 RGB (may be read-only).
+        (out_height, out_width, 3) uint8 RGB (may be read-only), ``out`` when given.
     """
     level = best_level(reader.info.levels, min(width / out_width, height / out_height))
     ds = level.downsample
     region = reader.read_region(x, y, max(1, round(width / ds)), max(1, round(height / ds)), level.index)
-    return resize_area(region, out_width, out_height)
+    return resize_area(region, out_width, out_height, out)
 
 
 def read_thumbnail(reader: SlideReader, downsample: float) -> tuple[np.ndarray, float, float]:

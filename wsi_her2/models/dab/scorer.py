@@ -157,6 +157,11 @@ class DabScorer:
         return self.torch_device is not None
 
     @property
+    def tile_device(self) -> str | None:
+        """On a GPU the batched measurement takes tiles decoded there as they are; on the CPU, none."""
+        return self.torch_device
+
+    @property
     def batch_size(self) -> int:  # type: ignore[override]
         """Small batches keep CPU progress smooth (~20 ms of analysis per tile); a GPU wants many tiles at once."""
         return 64 if self.needs_pixels else 16
@@ -185,14 +190,26 @@ class DabScorer:
         return ReadyResult(BatchResult(probabilities, {"n_cells": n_cells}, arrays))
 
     def _measure_on_device(self, batch: TileBatch, rows: np.ndarray) -> list[dict[str, Any]]:
-        """The batched torch measurement of the kept tiles (the loader's pixels are copied at once)."""
+        """The batched torch measurement of the kept tiles.
+
+        Tiles decoded on the device (``batch.device_images``) are measured where they are; the CPU
+        loader's pixels are copied to the device at once.
+        """
         import torch
 
         from wsi_her2.models.dab.torch_measure import measure_tiles_torch
 
-        if len(rows) == 0 or batch.images is None or self.stains is None:
+        if len(rows) == 0 or self.stains is None:
             return []
-        tiles = torch.from_numpy(np.ascontiguousarray(batch.images[rows])).to(self.torch_device)
+        if batch.device_images is not None:
+            pixels = batch.device_images
+            if len(rows) < len(batch):
+                pixels = pixels[torch.as_tensor(rows, device=pixels.device)]
+            tiles = pixels.to(self.torch_device).contiguous()
+        elif batch.images is not None:
+            tiles = torch.from_numpy(np.ascontiguousarray(batch.images[rows])).to(self.torch_device)
+        else:
+            raise ValueError("the DAB scorer on a torch device needs tile pixels (return_images=True)")
         masks: torch.Tensor | None = None
         if self._roi is not None:
             from wsi_her2.roi import rasterize
