@@ -31,12 +31,7 @@ SAVED_COLUMNS: tuple[str, ...] = (
     "x_level0_px",
     "y_level0_px",
     "tile_index",
-    "nucleus_area_um2",
-    "elongation",
-    "nucleus_h_od",
-    "membrane_od",
-    "membrane_partial_od",
-    "membrane_complete_od",
+    *CELL_COLUMNS[2:],  # the workers' per-cell measurements, after their tile-relative position
     "completeness",
     "epithelial_like",
     "is_tumour",
