@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class BatchDisplay:
         )
         self.task = self.progress.add_task("batch", total=total, counts="")
         self.running: dict[str, float] = {}
+        self.waiting: set[str] = set()  # slides another run is scoring: this one waits for them
         self.recent: list[dict[str, Any]] = []
         self.counts: dict[str, int] = {}
         self._group = Group(self.progress, self._table())
@@ -51,6 +53,8 @@ class BatchDisplay:
         now = time.monotonic()
         for name, started in list(self.running.items())[:RECENT_ROWS]:
             where = "queued/running" if self.executor == "dask" else "running"
+            if name in self.waiting:
+                where = "other run"
             table.add_row(name, f"[cyan]{where}[/]", "", "", "", f"{now - started:.0f}")
         for row in self.recent[-RECENT_ROWS:]:
             status = row["status"]
@@ -95,8 +99,13 @@ class BatchDisplay:
         name = task.entry.name
         if kind == "start":
             self.running[name] = time.monotonic()
+            self.waiting.discard(name)
+        elif kind == "wait":
+            self.running.setdefault(name, time.monotonic())
+            self.waiting.add(name)
         elif row is not None:
             self.running.pop(name, None)
+            self.waiting.discard(name)
             self.recent.append(row)
             self.counts[row["status"]] = self.counts.get(row["status"], 0) + 1
         if self.enabled:
@@ -248,6 +257,13 @@ def batch(
         raise InputNotFoundError(f"no slides to score in {found.source}: {reasons}")
     if not quiet:
         _print_found(err_console, usable, scoring, shard_part)
+    from wsi_her2.batch.locks import locking_supported
+    from wsi_her2.outputs.atomic import ensure_dir
+
+    if not locking_supported(ensure_dir(out_dir)):
+        logging.getLogger("wsi_her2").warning(
+            "the file system of %s cannot lock files: do not run two batches into it at once", out_dir
+        )
     executor = "dask" if scheduler else "local"
     total = len(scoring.slides) + len(scoring.skipped)
     with BatchDisplay(not quiet, total, executor) as display:

@@ -1,4 +1,4 @@
-"""A real full filesystem under `tile`, `score`, `train` and `report`: exit 10, the path named, nothing half-written.
+"""A real full filesystem under tile, score, batch, train and report: exit 10, the path named, nothing half-written.
 
 A small tmpfs is mounted for the module (root only; skipped with the reason otherwise, CI runs as
 root) and filled with a ballast file so that only part of a command's output fits. At every
@@ -230,4 +230,62 @@ def test_train_on_a_full_disk(cli: Callable[..., CliResult], tmp_path: Path, dis
 
     card, _ = read_card(out)  # the weights match the card's hash: a complete checkpoint
     assert card.architecture == "test_resnet"
+    _clear(disk)
+
+
+@pytest.mark.slow
+def test_batch_on_a_full_disk(cli: Callable[..., CliResult], small_slide: Path, tmp_path: Path, disk: Path) -> None:
+    import csv
+
+    import numpy as np
+
+    from tests.batch.conftest import stable_rows, tree_files
+    from wsi_her2.batch.manifest import read_manifest
+    from wsi_her2.synthetic import write_synthetic_slide
+
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    os.symlink(small_slide, slides / "one.svs")
+    write_synthetic_slide(slides / "two.svs", width=2048, height=2048, mpp=0.5, stain="ihc",
+                          tissue_map=np.ones((4, 4), bool), downsamples=(1, 4), seed=2)  # fmt: skip
+
+    def args(out: Path) -> list[object]:
+        return ["batch", slides, "-o", out, "--workers", "0", "--quiet"]
+
+    reference = tmp_path / "reference"
+    assert cli(*args(reference)).exit_code == 0
+    expected = tree_files(reference)
+    total = _size(reference)
+    assert total < MOUNT_BYTES // 3
+    for fraction in FRACTIONS:
+        _clear(disk)
+        out = disk / f"out-{fraction}"
+        _fill(disk, int(total * fraction))
+        result = cli(*args(out))
+        if result.exit_code == 10:  # not even the summary fits: one line naming what could not be written
+            line = assert_one_line(result, 10, str(disk))
+            assert "disk full" in line or "No space left" in line, line
+        else:  # the summary fits: each slide that did not is a failed row saying why and where
+            assert result.exit_code == 12, result.stderr
+            with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
+                rows = list(csv.DictReader(fh))
+            failed = [r for r in rows if r["status"] != "done"]
+            assert failed and all(r["status"] == "failed" for r in failed)
+            assert all(str(disk) in r["message"] and "disk full" in r["message"] for r in failed), failed
+        assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+        for folder in (out / "one.svs", out / "two.svs"):
+            manifest = read_manifest(folder)
+            if manifest is None or manifest["status"] != "done":  # not done: nothing looks complete
+                assert not (folder / "report.json").exists()
+        for name, data in tree_files(out).items():  # final-named files are the reference's
+            if data is not None:
+                assert data == expected[name], name
+    _clear(disk)
+    out = disk / "rerun"
+    _fill(disk, int(total * 0.5))
+    assert cli(*args(out)).exit_code in (10, 12)
+    (disk / "ballast").unlink()
+    assert cli(*args(out)).exit_code == 0  # after freeing space the same command completes the batch
+    assert stable_rows(out / "summary.json") == stable_rows(reference / "summary.json")
+    assert tree_files(out) == expected
     _clear(disk)

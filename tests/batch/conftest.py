@@ -70,7 +70,8 @@ def tree_files(out: Path) -> dict[str, bytes | None]:
     """Every file under a batch output folder (zarr chunks included), content or None for reports/summaries."""
     files: dict[str, bytes | None] = {}
     for path in sorted(out.rglob("*")):
-        if path.is_file() and not path.name.startswith(".wsi-her2-"):
+        locks = any(part.startswith(".wsi-her2-") for part in path.relative_to(out).parts)  # run and slide locks
+        if path.is_file() and not locks:
             rel = path.relative_to(out).as_posix()
             volatile = path.name in ("report.json", "batch_manifest.json") or path.name.startswith("summary")
             files[rel] = None if volatile else path.read_bytes()

@@ -23,6 +23,7 @@ DICOM_SUFFIX = ".dcm"
 _VMS_SUFFIXES = {".vms", ".vmu"}
 SKIP_IMAGE_NO_MPP = "image without µm/px (give --mpp, or an mpp column in --list)"
 SKIP_LISTED_TWICE = "listed twice"
+SKIP_SAME_FILE = "the same file as {name} (reached through a link or another path): scored once"
 # Column names of slide lists (batch --list, validate's case list), lower case.
 PATH_HEADERS = ("path", "slide", "file", "filename", "slide_path", "slide_file")
 MPP_HEADERS = ("mpp", "mpp_um", "um_per_px", "microns_per_pixel", "mpp_um_per_px")
@@ -149,7 +150,34 @@ def discover_slides(root: str | Path, *, exclude: list[str | Path] | None = None
             else:
                 ignored["other files (not slides)"] += 1
     slides.sort(key=lambda s: s.name)
-    return Discovery(slides, [], dict(ignored), root)
+    slides, same = _one_per_file(slides)
+    return Discovery(slides, same, dict(ignored), root)
+
+
+def _one_per_file(slides: list[SlideEntry]) -> tuple[list[SlideEntry], list[SkippedEntry]]:
+    """Keep one of the entries that are one file, reached by links or two paths.
+
+    The kept one is the first by name that is not a symbolic link (the file itself), else the
+    first by name. Scoring one file under two names would do the work twice and, with ``--jobs``,
+    at once. Entries that cannot be looked at (dangling links, missing files) stay: scoring them
+    gives the clear error.
+    """
+    first: dict[tuple[int, int], str] = {}
+    keep: list[SlideEntry] = []
+    same: list[SkippedEntry] = []
+    for entry in sorted(slides, key=lambda s: (os.path.islink(s.path), s.name)):
+        try:
+            stat = os.stat(entry.path)  # follows links
+        except OSError:
+            keep.append(entry)
+            continue
+        identity = (stat.st_dev, stat.st_ino)
+        if identity in first:
+            same.append(SkippedEntry(entry.name, entry.path, SKIP_SAME_FILE.format(name=first[identity])))
+            continue
+        first[identity] = entry.name
+        keep.append(entry)
+    return sorted(keep, key=lambda s: s.name), sorted(same, key=lambda s: s.name)
 
 
 def parse_mpp(text: str, where: str, error: type[WsiHer2Error] = ConfigError) -> float | None:
@@ -238,8 +266,8 @@ def read_slide_list(list_path: str | Path) -> Discovery:
             twice += 1
             continue
         slides[name] = SlideEntry(name, path, mpp, roi)
-    ordered = sorted(slides.values(), key=lambda s: s.name)
-    return Discovery(ordered, [], {SKIP_LISTED_TWICE: twice} if twice else {}, list_path)
+    ordered, same = _one_per_file(sorted(slides.values(), key=lambda s: s.name))
+    return Discovery(ordered, same, {SKIP_LISTED_TWICE: twice} if twice else {}, list_path)
 
 
 def _common_folder(paths: list[Path]) -> Path:

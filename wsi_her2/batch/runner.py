@@ -3,6 +3,11 @@
 Executors yield ``("start", task, None)`` when a slide starts (or is queued on a cluster) and
 ``("done", task, row)`` when it ends; :func:`run_batch` does the bookkeeping around them.
 
+Several runs may share one output folder (two ``batch`` commands, overlapping shards, a cluster and
+a workstation): each slide is scored under its lock (:mod:`wsi_her2.batch.locks`). A run that meets
+a slide another run is scoring goes on with the others, then waits for that slide and takes the
+other run's result, or scores it when that run died or failed to finish it.
+
 On one machine, ``jobs`` slides are scored at once, each in its own process (started with
 forkserver, loaded with the model once, kept for every slide it scores). ``jobs=1`` scores in
 the calling process. Each slide's tile loader then has its own worker processes prefetching
@@ -23,10 +28,19 @@ from pathlib import Path
 from typing import Any
 
 from wsi_her2.batch.discovery import Discovery
+from wsi_her2.batch.locks import run_lock, wait_for_slide
 from wsi_her2.batch.manifest import MANIFEST, clean_root_temporaries, done_row, input_key, model_hash
 from wsi_her2.batch.summary import count_statuses, empty_row, failed_row, write_summary
-from wsi_her2.batch.task import SlideTask, cached_scorer, release_scorers, score_task
-from wsi_her2.errors import OutputError, WsiHer2Error
+from wsi_her2.batch.task import (
+    BUSY,
+    DONE_ELSEWHERE,
+    OUTCOME,
+    SlideTask,
+    cached_scorer,
+    release_scorers,
+    score_task,
+)
+from wsi_her2.errors import WsiHer2Error
 from wsi_her2.outputs.atomic import ensure_dir
 from wsi_her2.outputs.schema import SUMMARY_STEM
 from wsi_her2.progress import ProgressCallback, ProgressEvent, report
@@ -76,32 +90,6 @@ def summary_stem(shard: tuple[int, int] | None) -> str:
     return SUMMARY_STEM if shard is None else f"{SUMMARY_STEM}-shard-{shard[0]}-of-{shard[1]}"
 
 
-@contextlib.contextmanager
-def _batch_lock(out_dir: Path, stem: str) -> Iterator[None]:
-    """Hold an exclusive lock on OUT for this run (or shard); released by the OS even after kill -9."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no lock
-        yield
-        return
-    path = out_dir / f".wsi-her2-{stem}.lock"
-    try:
-        handle = open(path, "a+")  # noqa: SIM115 - held for the whole run
-    except OSError as exc:
-        raise OutputError(f"cannot write into {out_dir}: {exc.strerror or exc}") from exc
-    try:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            raise OutputError(
-                f"another `wsi-her2 batch` is writing into {out_dir} ({path.name} is locked)",
-                hint="wait for it to finish, or give each run (or --shard) its own output folder",
-            ) from None
-        yield
-    finally:
-        handle.close()
-
-
 def run_batch(
     discovery: Discovery,
     out_dir: str | Path,
@@ -129,7 +117,9 @@ def run_batch(
         mpp: µm/px for images, and for slides whose own is missing or implausible.
         dask_loader_workers: loader processes per slide on Dask workers; None lets each worker decide.
         progress: receives ProgressEvent(stage "batch", unit "slides") after every slide.
-        on_event: receives every executor event ("start"/"done", task, row).
+        on_event: receives every executor event: ("start", task, None), ("done", task, row), and
+            ("wait", task, None) when another run is scoring the slide (this run waits for it
+            after the others).
 
     Returns:
         The outcome; the summary files are written.
@@ -142,8 +132,9 @@ def run_batch(
     t_start = time.perf_counter()
     out = ensure_dir(out_dir)
     stem = summary_stem(shard)
-    with _batch_lock(out, stem):
-        clean_root_temporaries(out, (f"{stem}.csv", f"{stem}.json"))
+    with run_lock(out, stem) as alone:
+        if alone:  # nobody else writes this summary: leftovers of interrupted writes are not in use
+            clean_root_temporaries(out, (f"{stem}.csv", f"{stem}.json"))
         model_sha = model_hash(settings)
         fingerprint = settings.fingerprint()
         rows: dict[str, dict[str, Any]] = {}
@@ -168,7 +159,7 @@ def run_batch(
                 already += 1
                 continue
             rows[entry.name] = empty_row(entry.name, entry.path, "pending")
-            tasks.append(SlideTask(entry, folder, settings, key, model_sha, mpp, workers))
+            tasks.append(SlideTask(entry, folder, settings, key, model_sha, mpp, workers, batch_dir=out, force=force))
         total = len(rows)
         done = total - len(tasks)
         scored_now = len(tasks) + failed_early
@@ -193,27 +184,55 @@ def run_batch(
                 out, list(rows.values()), stem=stem, run=run_facts(), settings=settings, model_sha=model_sha
             )
 
-        last_write = time.monotonic()
-        try:
+        def events_of(todo: list[SlideTask]) -> Iterator[Event]:
             if scheduler:
                 from wsi_her2.batch.dask_executor import run_on_dask
 
-                events: Iterator[Event] = run_on_dask(tasks, scheduler)
-            elif jobs > 1 and len(tasks) > 1:
-                events = run_in_processes(tasks, min(jobs, len(tasks)))
-            else:
-                events = run_in_this_process(tasks)
-            for kind, task, row in events:
-                if on_event is not None:
-                    on_event((kind, task, row))
-                if kind != "done" or row is None:
-                    continue
-                rows[task.entry.name] = row
-                done += 1
-                report(progress, ProgressEvent("batch", done, total, "slides", f"{task.entry.name}: {row['status']}"))
-                if time.monotonic() - last_write > SUMMARY_EVERY_S:
-                    summary()  # a summary to look at during long runs; pending rows say what is left
-                    last_write = time.monotonic()
+                return run_on_dask(todo, scheduler)
+            if jobs > 1 and len(todo) > 1:
+                return run_in_processes(todo, min(jobs, len(todo)))
+            return run_in_this_process(todo)
+
+        def finish(task: SlideTask, row: dict[str, Any], elsewhere: bool) -> None:
+            nonlocal done, already, scored_now
+            rows[task.entry.name] = row
+            done += 1
+            if elsewhere:  # another run scored it while this one ran
+                already += 1
+                scored_now -= 1
+            if on_event is not None:
+                on_event(("done", task, row))
+            report(progress, ProgressEvent("batch", done, total, "slides", f"{task.entry.name}: {row['status']}"))
+
+        last_write = time.monotonic()
+        try:
+            while tasks:
+                busy: list[SlideTask] = []
+                for kind, task, row in events_of(tasks):
+                    if kind != "done" or row is None:
+                        if on_event is not None:
+                            on_event((kind, task, row))
+                        continue
+                    outcome = row.pop(OUTCOME, None)
+                    if outcome == BUSY:
+                        busy.append(task)
+                        if on_event is not None:
+                            on_event(("wait", task, None))
+                        continue
+                    finish(task, row, outcome == DONE_ELSEWHERE)
+                    if time.monotonic() - last_write > SUMMARY_EVERY_S:
+                        summary()  # a summary to look at during long runs; pending rows say what is left
+                        last_write = time.monotonic()
+                # The slides other runs were scoring: wait for each, take its result, or score it
+                # (that run died or failed before finishing it; another may take it first again).
+                tasks = []
+                for task in busy:
+                    wait_for_slide(out, task.entry.name)
+                    previous = done_row(task.out_dir, task.key, mpp)
+                    if previous is not None:
+                        finish(task, previous, True)
+                    else:
+                        tasks.append(dataclasses.replace(task, force=False))
         except BaseException:
             with contextlib.suppress(Exception):
                 summary()

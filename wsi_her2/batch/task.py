@@ -19,10 +19,16 @@ from pathlib import Path
 from typing import Any
 
 from wsi_her2.batch.discovery import SlideEntry, is_image
-from wsi_her2.batch.manifest import clear_slide_folder, remove_partial_outputs, write_manifest
-from wsi_her2.batch.summary import failed_row, result_row
+from wsi_her2.batch.locks import slide_lock
+from wsi_her2.batch.manifest import clear_slide_folder, done_row, remove_partial_outputs, write_manifest
+from wsi_her2.batch.summary import empty_row, failed_row, result_row
 from wsi_her2.errors import MppError, OutputError
 
+# A row's private key (removed by the batch before the row is kept) saying how the task ended:
+# SCORED here, BUSY (another run holds the slide's lock; nothing was done) or DONE_ELSEWHERE (another
+# run completed the slide since this run looked: its recorded row).
+OUTCOME = "_outcome"
+SCORED, BUSY, DONE_ELSEWHERE = "scored", "busy", "done_elsewhere"
 _LOCAL = threading.local()
 _ALL_SCORERS: list[Any] = []
 _ALL_LOCK = threading.Lock()
@@ -41,6 +47,9 @@ class SlideTask:
         mpp_fallback: µm/px for images and for slides whose own is missing or implausible (--mpp).
         loader_workers: loader processes per slide; None picks on the worker (Dask): cores divided by
             the worker's threads, and 0 inside daemonic processes, which may not have children.
+        batch_dir: the batch output folder, whose slide locks keep two runs off one slide at once;
+            None scores without a lock.
+        force: score even when the folder holds a valid result for the same inputs.
     """
 
     entry: SlideEntry
@@ -50,6 +59,8 @@ class SlideTask:
     model_sha: str
     mpp_fallback: float | None = None
     loader_workers: int | None = None
+    batch_dir: Path | None = None
+    force: bool = False
 
 
 def cached_scorer(settings: Any, model_sha: str) -> Any:
@@ -113,10 +124,29 @@ def _settings_for(task: SlideTask) -> Any:
 def score_task(task: SlideTask) -> dict[str, Any]:
     """Score one slide into its folder and return its summary row; failures become rows too.
 
-    The folder's previous result is cleared first (manifest first). On success the manifest is
-    written after the outputs; on failure partial outputs are removed and a "failed" manifest
-    records the error. KeyboardInterrupt and SystemExit are not caught.
+    With ``task.batch_dir`` the slide's lock is taken first (without waiting): when another run
+    holds it, nothing is touched and the row's :data:`OUTCOME` is :data:`BUSY`; when another run
+    completed the slide meanwhile (and not ``task.force``), its recorded row comes back
+    (:data:`DONE_ELSEWHERE`). Otherwise the folder's previous result is cleared (manifest first);
+    on success the manifest is written after the outputs; on failure partial outputs are removed
+    and a "failed" manifest records the error. KeyboardInterrupt and SystemExit are not caught.
     """
+    if task.batch_dir is None:
+        return _score_unlocked(task)
+    entry = task.entry
+    try:
+        with slide_lock(task.batch_dir, entry.name) as held:
+            if not held:
+                return {**empty_row(entry.name, entry.path, "pending", "another run is scoring it"), OUTCOME: BUSY}
+            previous = None if task.force else done_row(Path(task.out_dir), task.key, task.mpp_fallback)
+            if previous is not None:
+                return {**previous, OUTCOME: DONE_ELSEWHERE}
+            return _score_unlocked(task)
+    except OutputError as exc:  # the lock file cannot be made (a full disk): the slide fails, the batch goes on
+        return {**failed_row(entry.name, entry.path, exc), OUTCOME: SCORED}
+
+
+def _score_unlocked(task: SlideTask) -> dict[str, Any]:
     from wsi_her2.pipeline import run_score
 
     entry = task.entry
@@ -146,11 +176,11 @@ def score_task(task: SlideTask) -> dict[str, Any]:
             files=result.files,
             mpp_fallback_used=fallback_used,
         )
-        return row
+        return {**row, OUTCOME: SCORED}
     except Exception as exc:
         row = failed_row(entry.name, entry.path, exc, time.perf_counter() - t0)
         remove_partial_outputs(folder)
         if folder.is_dir():
             with contextlib.suppress(OutputError):  # e.g. the disk is full: the summary still has the error
                 write_manifest(folder, name=entry.name, status="failed", key=task.key, row=row, files={})
-        return row
+        return {**row, OUTCOME: SCORED}

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 from wsi_her2.errors import OutputError
 
 TMP_PREFIX = ".tmp-"
+REMOVE_ATTEMPTS = 20
 
 
 def _tmp_sibling(path: Path) -> Path:
@@ -98,7 +100,14 @@ def _replace_dir(tmp: Path, path: Path) -> None:
 def _remove(path: Path) -> None:
     # Cleanup after a failure must never raise a second error (e.g. the parent is not a folder).
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        # A folder may still be growing for a moment: when one of zarr's concurrent chunk writes
+        # fails (a full disk), the others run on in its I/O thread after the error has reached
+        # us, so one pass can leave a folder behind. Try again briefly.
+        for attempt in range(REMOVE_ATTEMPTS):
+            shutil.rmtree(path, ignore_errors=True)
+            if not os.path.lexists(path):
+                break
+            time.sleep(0.02 * (attempt + 1))
     else:
         with contextlib.suppress(OSError):
             path.unlink()

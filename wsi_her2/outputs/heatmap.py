@@ -179,21 +179,30 @@ def write_heatmap(
         },
     }  # fmt: skip
     compressor = numcodecs.Blosc(cname="zstd", clevel=5, shuffle=numcodecs.Blosc.SHUFFLE)
+    # The store is made in memory (a heatmap has one pixel per tile: megabytes at most) and then
+    # written file by file here. zarr's own local store writes chunks concurrently in its I/O
+    # thread, and when one write fails (a full disk) the others go on after the error has reached
+    # us, re-creating the temporary folder that the failure has just removed.
+    store: dict[str, Any] = {}
+    group: Any = zarr.open_group(zarr.storage.MemoryStore(store), mode="w", zarr_format=2)
+    for i, level in enumerate(levels):
+        chunk = (level.shape[0], min(level.shape[1], 1024), min(level.shape[2], 1024))
+        array = group.create_array(
+            str(i),
+            shape=level.shape,
+            chunks=chunk,
+            dtype="float32",
+            fill_value=float("nan"),
+            compressors=[compressor],
+            chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
+        )
+        array[:] = level
+    group.attrs.update(metadata)
     with atomic_path(path) as tmp:
-        group: Any = zarr.open_group(str(tmp), mode="w", zarr_format=2)
-        for i, level in enumerate(levels):
-            chunk = (level.shape[0], min(level.shape[1], 1024), min(level.shape[2], 1024))
-            array = group.create_array(
-                str(i),
-                shape=level.shape,
-                chunks=chunk,
-                dtype="float32",
-                fill_value=float("nan"),
-                compressors=[compressor],
-                chunk_key_encoding={"name": "v2", "separator": "/"},  # NGFF 0.4 requires "/"
-            )
-            array[:] = level
-        group.attrs.update(metadata)
+        for key, buffer in sorted(store.items()):
+            target = tmp.joinpath(*key.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(buffer.to_bytes())
     return Path(path)
 
 
