@@ -164,6 +164,7 @@ def _print_outcome(console: Any, outcome: Any, out_dir: Path) -> None:
     default=None,
     help="CSV of slides instead of SLIDES_DIR: a path column, optional mpp and roi columns.",
 )
+# One process per slide, each holding a model and its loader workers: 256 is more than one machine has cores.
 @click.option(
     "--jobs",
     "-j",

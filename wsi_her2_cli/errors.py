@@ -17,6 +17,14 @@ def _debug_requested(args: Sequence[str]) -> bool:
     return "--debug" in args or os.environ.get("WSI_HER2_DEBUG", "") not in ("", "0")
 
 
+def usage_message(exc: click.UsageError) -> str:
+    """The message of a click usage error on one line, with where to find the command's options."""
+    message = " ".join(line.strip() for line in exc.format_message().splitlines() if line.strip())
+    if exc.ctx is not None:
+        message += f" (see '{exc.ctx.command_path} --help')"
+    return message
+
+
 def run_guarded(command: click.Command, args: Sequence[str]) -> int:
     """Run a click command and turn every failure into a one-line message and an exit code.
 
@@ -31,7 +39,13 @@ def run_guarded(command: click.Command, args: Sequence[str]) -> int:
         return int(result) if isinstance(result, int) else 0
     except click.exceptions.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:  # usage errors: click's own formatting, exit 2
+    except click.exceptions.NoArgsIsHelpError as exc:  # `wsi-her2` alone: the help
+        exc.show()
+        return exc.exit_code
+    except click.UsageError as exc:  # a bad option or argument: one line (no usage block), exit 2
+        click.echo(f"wsi-her2: error: {usage_message(exc)}", err=True)
+        return exc.exit_code
+    except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except click.exceptions.Abort:

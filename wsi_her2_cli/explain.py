@@ -29,6 +29,7 @@ from wsi_her2_cli.options import EXPLAIN, common_options, config_option, score_s
     default=None,
     help="Existing `wsi-her2 score` folder of this slide and model (read only; not scored again).",
 )
+# Tiles per class and CAM cells per tile side: bounded so the pages and gradcam.zarr stay a few MB.
 @click.option("--top-k", type=click.IntRange(1, 256), default=8, show_default=True, help="Tiles per class (slide).")
 @click.option("--cam-heatmap", is_flag=True, help="Also write gradcam.zarr: every scored tile's CAM (slide).")
 @click.option(

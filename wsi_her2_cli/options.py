@@ -13,11 +13,14 @@ object the library takes whole. Adding an option is one entry here.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+
+from wsi_her2.config import MAX_PLAUSIBLE_MPP, MIN_PLAUSIBLE_MPP
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,6 +35,36 @@ TOP_LEVEL = ("model", "backend", "check_stain", "calibration")
 # The setting of an option whose value is a mapping of whole sections (and top-level settings): they
 # apply over the --config file and under every other option given on the line.
 FILE_SECTIONS = "sections"
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option between two finite bounds: nan, inf and -inf are refused like any value outside.
+
+    click's :class:`~click.FloatRange` lets nan through every bound (nan compares false) and inf
+    through an open upper end; this refuses both with the range in the message (one line, exit 2).
+    """
+
+    def __init__(self, min: float, max: float, *, min_open: bool = False, max_open: bool = False) -> None:
+        if not (math.isfinite(min) and math.isfinite(max) and min < max):
+            raise ValueError(f"FiniteFloat needs finite bounds min < max, got {min!r}, {max!r}")
+        super().__init__(min, max, min_open=min_open, max_open=max_open)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The float, or click's one-line refusal naming the range."""
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return super().convert(value, param, ctx)  # click's "is not a valid float range"
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number in the range {self._describe_range()}.", param, ctx)
+        return super().convert(number, param, ctx)
+
+
+# Bounds shared by several options (see the comments at their use).
+MPP = FiniteFloat(MIN_PLAUSIBLE_MPP, MAX_PLAUSIBLE_MPP)
+MAX_TILE_PX = 16384
+MAX_CASES = 100_000
+SEED = click.IntRange(0, 2**32 - 1)
 
 
 def _dab_config(path: Path | None) -> dict[str, Any] | None:
@@ -103,9 +136,10 @@ OPTIONS: tuple[Option, ...] = (
          help="auto, cpu, cuda, cuda:N or mps; the DAB scorer runs on cpu or cuda (auto: a GPU when present)."),
     _opt("device", "--device", (EXPLAIN,), "inference.device", default="auto", show_default=True,
          help="auto, cpu, cuda, cuda:N or mps."),
-    _opt("batch_size", "--batch-size", SCORING, "inference.batch_size", type=click.IntRange(1), default=None,
+    # The inference settings' own limit (a batch of 8192 224-px tiles is 1.2 GB of float32 already).
+    _opt("batch_size", "--batch-size", SCORING, "inference.batch_size", type=click.IntRange(1, 8192), default=None,
          help="Tiles per forward pass. [default: 256 on GPU, 32 on CPU]"),
-    _opt("batch_size", "--batch-size", (EXPLAIN,), None, type=click.IntRange(1), default=None,
+    _opt("batch_size", "--batch-size", (EXPLAIN,), None, type=click.IntRange(1, 8192), default=None,
          help="Tiles per Grad-CAM pass. [default: 64 GPU, 8 CPU]"),
     _opt("decode", "--decode", (*SCORING, EXPLAIN), "loader.decode", type=click.Choice(["auto", "cpu", "gpu"]),
          default=None,
@@ -120,22 +154,27 @@ OPTIONS: tuple[Option, ...] = (
     _opt("no_stain_check", "--no-stain-check", SCORING, "check_stain", _false_if_set, is_flag=True,
          help="Score even if the slide's stain is not the model's."),
     # -- the slide --------------------------------------------------------------------------------
-    _opt("mpp", "--mpp", READING, None, type=click.FloatRange(min=0, min_open=True), default=None,
+    # µm/px (--mpp, --target-mpp, --tile-mpp): the range a slide's own metadata must be in, 0.05 (beyond
+    # any scanner's 100x) to 20 (a 0.5x overview, where a cell is a pixel). Finer, the slide becomes
+    # petapixels of tissue (--mpp 1e-9 asked OpenCV for 244 TB); coarser, tiles of a few µm shrink to
+    # under a pixel and multiply (--mpp 100 made ~600,000 tiles of a 2048-px image: 500 s).
+    _opt("mpp", "--mpp", READING, None, type=MPP, default=None,
          help="µm per level-0 pixel, overriding the slide's metadata (needed for JPEG/PNG images)."),
-    _opt("mpp", "--mpp", (BATCH, VALIDATE), None, type=click.FloatRange(min=0, min_open=True), default=None,
+    _opt("mpp", "--mpp", (BATCH, VALIDATE), None, type=MPP, default=None,
          help="µm/px of JPEG/PNG images and of slides whose metadata has none (a fallback; an mpp column "
               "of the list overrides)."),
     _opt("backend", "--backend", (INFO, *TILING, EXPLAIN), "backend",
          type=click.Choice(["auto", "tifffile", "openslide", "image"]), default="auto", show_default=True,
          help="Slide reader; auto picks the fastest that reads the file."),
     # -- the tissue mask and the grid -------------------------------------------------------------
-    _opt("tile_size_px", "--tile-size", TILING, "grid.tile_size_px", type=click.IntRange(16, 16384), default=None,
+    _opt("tile_size_px", "--tile-size", TILING, "grid.tile_size_px", type=click.IntRange(16, MAX_TILE_PX), default=None,
          help="Tile side in pixels: level-0 pixels, or pixels at --target-mpp when given. [default: 1024]"),
-    _opt("target_mpp", "--target-mpp", TILING, "grid.target_mpp", type=click.FloatRange(min=0, min_open=True),
+    _opt("target_mpp", "--target-mpp", TILING, "grid.target_mpp", type=MPP,
          default=None, help="µm/px that --tile-size refers to, so tiles cover the same tissue on 20x and 40x slides."),
-    _opt("overlap_px", "--overlap", TILING, "grid.overlap_px", type=click.IntRange(0), default=None,
+    # Below the largest tile; the grid checks it against the tile size in use (exit 2, one line).
+    _opt("overlap_px", "--overlap", TILING, "grid.overlap_px", type=click.IntRange(0, MAX_TILE_PX - 1), default=None,
          help="Tile overlap in pixels. [default: 0]"),
-    _opt("min_tissue_fraction", "--min-tissue", TILING, "grid.min_tissue_fraction", type=click.FloatRange(0, 1),
+    _opt("min_tissue_fraction", "--min-tissue", TILING, "grid.min_tissue_fraction", type=FiniteFloat(0, 1),
          default=None, help="Keep tiles with at least this fraction on the tissue mask. [default: 0.25]"),
     _opt("no_pen_filter", "--no-pen-filter", TILING, "tissue.reject_pen", _false_if_set, is_flag=True,
          help="Do not reject marker-pen ink."),
@@ -152,7 +191,9 @@ OPTIONS: tuple[Option, ...] = (
          help="Processes reading tiles when scoring here and for --cam-heatmap. [default: one per core, at most 16]"),
     _opt("no_pixel_check", "--no-pixel-check", TILING, "loader.pixel_check", _false_if_set, is_flag=True,
          help="Keep every tile over the mask threshold (no glass/blur check)."),
-    _opt("min_blur_score", "--min-blur", TILING, "loader.min_blur_score", type=click.FloatRange(0), default=None,
+    # Sharp tissue scores 440-12,000; 1e6 is about the Laplacian variance of a 0/255 checkerboard, the
+    # most 8-bit grey levels give (|Laplacian| <= 1020): a higher threshold could only drop every tile.
+    _opt("min_blur_score", "--min-blur", TILING, "loader.min_blur_score", type=FiniteFloat(0, 1_000_000), default=None,
          help="Drop tiles whose blur score (Laplacian variance) is below this (0 = no blur check). [default: 50]"),
     _opt("save_size", "--save-size", (TILE,), "loader.output_size_px", lambda v: 1024 if v == "1024" else None,
          type=click.Choice(["224", "1024"]), default="224", show_default=True,
@@ -162,17 +203,20 @@ OPTIONS: tuple[Option, ...] = (
          is_flag=False, flag_value="auto", default=None,
          help="Fit the DAB scorer by cross-validation and write calibration.json: its membrane levels, the "
               "ASCO/CAP cut-offs, or both. [--calibrate alone: auto = levels]"),
-    _opt("folds", "--folds", (VALIDATE,), None, type=click.IntRange(2), default=None,
+    # Case counts: a case list of more than 100,000 cases is not one validation run (days of scoring).
+    _opt("folds", "--folds", (VALIDATE,), None, type=click.IntRange(2, MAX_CASES), default=None,
          help="k-fold cross-validation for --calibrate. [default: leave-one-out up to 50 cases, else 10]"),
-    _opt("rerun", "--rerun", (VALIDATE,), None, type=click.IntRange(0), default=None,
+    _opt("rerun", "--rerun", (VALIDATE,), None, type=click.IntRange(0, MAX_CASES), default=None,
          help="Cases (a seeded random subset) scored again for the rerun check; 0 skips it. [default: all]"),
-    _opt("roi_check", "--roi-check", (VALIDATE,), None, type=click.IntRange(0), default=None,
+    _opt("roi_check", "--roi-check", (VALIDATE,), None, type=click.IntRange(0, MAX_CASES), default=None,
          help="Cases scored again with shrunk, grown and shifted ROIs; 0 skips it. [default: all]"),
-    _opt("roi_jitter_um", "--roi-jitter-um", (VALIDATE,), None, type=click.FloatRange(min=0, min_open=True),
+    # 10 mm: more than the width of a biopsy or core; a larger shrink empties every ROI.
+    _opt("roi_jitter_um", "--roi-jitter-um", (VALIDATE,), None, type=FiniteFloat(0, 10_000, min_open=True),
          default=50.0, show_default=True, help="How far the ROI check shrinks, grows and shifts each ROI (µm)."),
     _opt("bootstrap_samples", "--bootstrap", (VALIDATE,), None, type=click.IntRange(100, 100_000), default=2000,
          show_default=True, help="Bootstrap resamples of the 95% intervals."),
-    _opt("seed", "--seed", (VALIDATE,), None, type=int, default=0, show_default=True,
+    # Seeds: numpy's default_rng and torch take 0..2**32-1 alike (a negative seed raised ValueError).
+    _opt("seed", "--seed", (VALIDATE,), None, type=SEED, default=0, show_default=True,
          help="Seed of the intervals, the check subsets and the folds."),
     # -- training and evaluation --------------------------------------------------------------------
     _opt("architecture", "--arch", (TRAIN,), "train.architecture", default=None,
@@ -189,7 +233,8 @@ OPTIONS: tuple[Option, ...] = (
     _opt("batch_size", "--batch-size", (TRAIN,), "train.batch_size", type=click.IntRange(1, 4096), default=None,
          help="Batch size. [default: 16]"),
     _opt("batch_size", "--batch-size", (EVALUATE,), None, type=click.IntRange(1, 4096), default=64, show_default=True),
-    _opt("lr", "--lr", (TRAIN,), "train.lr", type=click.FloatRange(min=0, min_open=True), default=None,
+    # Adam moves each weight by about lr per step: above 1 that is many times a weight's own size.
+    _opt("lr", "--lr", (TRAIN,), "train.lr", type=FiniteFloat(0, 1, min_open=True), default=None,
          help="Adam learning rate. [default: 1e-4]"),
     _opt("pretrained_weights", "--pretrained-weights", (TRAIN,), "train.pretrained_weights", _text,
          type=click.Path(path_type=Path), default=None,
@@ -203,19 +248,20 @@ OPTIONS: tuple[Option, ...] = (
          default=None, help="Draw each class equally often. [default: no]"),
     _opt("cache_images", "--cache-images/--no-cache-images", (TRAIN,), "train.cache_images", default=None,
          help="Decode and resize every image once into memory (150 KB each at 224 px): files are read once."),
-    _opt("hed_jitter", "--hed-jitter", (TRAIN,), "train.hed_jitter", type=click.FloatRange(0, 0.5), default=None,
+    _opt("hed_jitter", "--hed-jitter", (TRAIN,), "train.hed_jitter", type=FiniteFloat(0, 0.5), default=None,
          help="Stain augmentation strength (e.g. 0.05). [default: 0 = off, as the paper]"),
     _opt("val_fraction", "--val-fraction", (TRAIN,), "data.val_fraction",
-         type=click.FloatRange(0, 0.9, max_open=True), default=None,
+         type=FiniteFloat(0, 0.9, max_open=True), default=None,
          help="Share of training images held out for validation (by slide when known). [default: 0.1]"),
     _opt("input_size_px", "--input-size", (TRAIN,), "data.input_size_px", type=click.IntRange(16, 2048),
          default=None, help="Network input side in px."),
-    _opt("tile_size_px", "--tile-size", (TRAIN,), "data.tile_size_px", type=click.IntRange(16, 16384), default=None,
+    _opt("tile_size_px", "--tile-size", (TRAIN,), "data.tile_size_px", type=click.IntRange(16, MAX_TILE_PX),
+         default=None,
          help="Side of a training image in px at --tile-mpp, recorded for `score`. [default: from the data]"),
-    _opt("tile_mpp", "--tile-mpp", (TRAIN,), "data.tile_mpp", type=click.FloatRange(min=0, min_open=True),
+    _opt("tile_mpp", "--tile-mpp", (TRAIN,), "data.tile_mpp", type=MPP,
          default=None,
          help="µm/px of the training images, recorded so `score` cuts slide tiles alike. [default: unknown]"),
-    _opt("seed", "--seed", (TRAIN,), "train.seed", type=click.IntRange(0), default=None,
+    _opt("seed", "--seed", (TRAIN,), "train.seed", type=SEED, default=None,
          help="Random seed. [default: 0]"),
     _opt("name", "--name", (TRAIN,), "train.name", default=None, help="Model name in the card."),
     _opt("layout", "--layout", DATA, "data.layout", type=click.Choice(["auto", "bci", "tiles", "folders"]),
@@ -225,7 +271,7 @@ OPTIONS: tuple[Option, ...] = (
          help="CSV with columns file,label[,slide] labelling a tile folder (instead of tiles.csv)."),
     _opt("drop_blank", "--drop-blank/--keep-blank", DATA, "data.drop_blank", default=None,
          help="Drop glass-only images with the tiler's empty-tile check. [default: keep]"),
-    _opt("min_image_tissue", "--min-image-tissue", DATA, "data.min_tissue_fraction", type=click.FloatRange(0, 1),
+    _opt("min_image_tissue", "--min-image-tissue", DATA, "data.min_tissue_fraction", type=FiniteFloat(0, 1),
          default=None, help="With --drop-blank: least tissue fraction of a kept image. [default: 0.1]"),
     _opt("device", "--device", DATA, "train.device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default=None,
          help="Compute device. [default: auto = CUDA, then MPS, then CPU]"),
@@ -251,7 +297,14 @@ def common_options(func: F) -> F:
     """--quiet, -v and --debug (the last is read by the error handler before parsing)."""
     for decorator in (
         click.option("--debug", is_flag=True, expose_value=False, help="Show tracebacks on errors."),
-        click.option("--verbose", "-v", count=True, help="More log messages (-vv for debug logs)."),
+        # A count: -vvv and more are -vv (clamped), the most there is.
+        click.option(
+            "--verbose",
+            "-v",
+            count=True,
+            type=click.IntRange(0, 2, clamp=True),
+            help="More log messages (-vv for debug logs).",
+        ),
         click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries; errors only."),
     ):
         func = decorator(func)
