@@ -119,7 +119,19 @@ def test_no_scored_tile_says_so() -> None:
                             drop_reason=np.array(["background"]))  # fmt: skip
     r = aggregate_slide(empty)
     assert r.n_tiles_scored == 0 and r.n_tiles_dropped == {"background": 1} and r.confidence is None
-    assert "no tile" in r.notes[0]
+    assert r.no_evidence == "no tile could be scored: all 1 tiles on tissue were dropped (background: 1)"
+    assert r.notes == (r.no_evidence,)
+
+
+def test_no_tumour_cell_under_the_cells_rule_is_no_evidence_not_a_zero() -> None:
+    preds = _preds([0, 0])
+    zeros = {k: np.zeros(2) for k in ("n_cells_0", "n_cells_1plus", "n_cells_2plus", "n_cells_3plus")}
+    r = aggregate_slide(dataclasses.replace(preds, measurements=zeros))
+    assert r.rule == "cells" and r.no_evidence is not None and "no tumour cell" in r.no_evidence
+    one = {**zeros, "n_cells_0": np.array([1.0, 0.0])}
+    assert aggregate_slide(dataclasses.replace(preds, measurements=one)).no_evidence is None
+    # A trained classifier's tiles are evidence by themselves.
+    assert aggregate_slide(preds).no_evidence is None
 
 
 def test_confidence_is_reproducible_and_lower_near_a_threshold() -> None:

@@ -149,6 +149,9 @@ class SlideScore:
         n_tiles_dropped: dropped tiles by reason.
         confidence: share of bootstrap resamples of the tiles giving the same score (None if < 2 tiles).
         notes: caveats worth telling the user.
+        no_evidence: why the slide cannot be scored at all (no tile was scored; the cells rule found
+            no tumour cell), else None. ``score`` is then the first class only as a placeholder:
+            :func:`~wsi_her2.pipeline.score_slide` reports such a slide as not scored, never as 0.
     """
 
     score: str
@@ -164,6 +167,7 @@ class SlideScore:
     n_tiles_dropped: dict[str, int]
     confidence: float | None
     notes: tuple[str, ...] = ()
+    no_evidence: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready result."""
@@ -289,7 +293,8 @@ def aggregate_slide(
 
     Returns:
         The score by the chosen rule, with every rule's verdict, the clinical group and flags.
-        With no scored tile, the score is "0" by no evidence, and the notes say so.
+        With no scored tile, or no tumour cell under the cells rule, ``no_evidence`` says so (and
+        the score is a placeholder).
     """
     cfg = cfg or AggregateConfig()
     classes = preds.classes
@@ -306,13 +311,17 @@ def aggregate_slide(
         raise ValueError("the cells rule needs per-tile cell counts (DAB scorer)")
     notes: list[str] = []
     if len(rows) == 0:
-        notes.append("no tile could be scored: the score rests on no evidence")
+        by_reason = ", ".join(f"{reason}: {n}" for reason, n in sorted(dropped.items()))
+        why = f"no tile could be scored: all {len(preds.scored)} tiles on tissue were dropped" + (
+            f" ({by_reason})" if by_reason else ""
+        )
+        notes.append(why)
         empty = {c: 0.0 for c in classes}
         verdict = RuleResult(rule, classes[0], empty, {})
         return SlideScore(
             classes[0], rule, {rule: verdict}, CLINICAL_GROUP_OF_SCORE.get(classes[0], "negative"),
             CLINICAL_ACTION[CLINICAL_GROUP_OF_SCORE.get(classes[0], "negative")], None, None, empty,
-            None, 0, dropped, None, tuple(notes),
+            None, 0, dropped, None, tuple(notes), no_evidence=why,
         )  # fmt: skip
     rules = _verdicts(probabilities, weights, counts, classes, cfg)
     chosen = rules[rule]
@@ -338,6 +347,12 @@ def aggregate_slide(
         ultralow = chosen.score == "0" and faint >= cfg.ultralow_min_fraction
         if totals.sum() < 200:
             notes.append(f"only {int(totals.sum())} cells were scored; the percentages are uncertain")
+    no_evidence = None
+    if rule == "cells" and cell_counts is not None and sum(cell_counts.values()) == 0:
+        # The guideline's percentages are over invasive tumour cells: with none, there is no score
+        # (not a 0, which would be a clinical call made on nothing).
+        no_evidence = f"no tumour cell was found in the {len(rows)} scored tiles: there is nothing to count"
+        notes.append(no_evidence)
     if len({r.score for r in rules.values()}) > 1:
         notes.append("the rules disagree (" + ", ".join(f"{name}: {r.score}" for name, r in rules.items()) + ")")
     return SlideScore(
@@ -354,4 +369,5 @@ def aggregate_slide(
         n_tiles_dropped=dropped,
         confidence=confidence,
         notes=tuple(notes),
+        no_evidence=no_evidence,
     )

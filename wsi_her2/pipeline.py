@@ -28,13 +28,16 @@ from wsi_her2.results import PreparedSlide, SlideResult, TilingResult
 from wsi_her2.roi import load_roi, rasterize
 from wsi_her2.settings import ScoreSettings, TileSettings
 from wsi_her2.slide import open_slide, read_thumbnail, require_mpp
-from wsi_her2.streaming import drop_reasons, stream_tiles, tile_predictions
+from wsi_her2.streaming import NO_RESULT, drop_reasons, stream_tiles, tile_predictions
 from wsi_her2.tiling.grid import build_tile_grid
 from wsi_her2.tiling.loader import SlideSource, TileBatch, iter_tile_batches
 from wsi_her2.tissue import TissueMask, detect_tissue
 
 # Longest side of the overview image used for thumbnails and overlays.
 OVERVIEW_SIDE_PX = 2048
+PIXEL_CHECK_HINT = (
+    "tiles dropped as glass or blur: check the scan's focus, or keep them with --min-blur 0 or --no-pixel-check"
+)
 
 
 def prepare_slide(
@@ -266,11 +269,25 @@ def score_slide(
     finally:
         prepared.reader.close()
     runtime = {**scorer.runtime(), "tile_decode": streamed.decode}
+    if score.no_evidence is not None:  # nothing to score: reported like a slide without tissue, never as 0
+        prepared.no_tissue = f"{path}: {score.no_evidence}"
+        prepared.no_tissue_hint = _no_evidence_hint(score.n_tiles_dropped, outputs.no_result_hint)
+        return SlideResult(prepared, "no_tissue", None, None, scorer.identity(), scorer.card(), facts, runtime,
+                           prepared.timings_s, settings.report_config(grid=grid_cfg, loader=loader), outputs,
+                           calibration=calibration)  # fmt: skip
     return SlideResult(
         prepared, "done", predictions, score, scorer.identity(), scorer.card(), facts, runtime,
         prepared.timings_s, settings.report_config(grid=grid_cfg, loader=loader), outputs, finish.summary,
         finish.tables, calibration,
     )  # fmt: skip
+
+
+def _no_evidence_hint(dropped: dict[str, int], no_result_hint: str) -> str:
+    """What to do about a slide none of whose tiles could be scored, by why they were dropped."""
+    hints = [PIXEL_CHECK_HINT] if any(reason != NO_RESULT for reason in dropped) else []
+    if NO_RESULT in dropped or not dropped:
+        hints.append(no_result_hint)
+    return "; ".join(hints)
 
 
 def run_score(

@@ -43,7 +43,7 @@ def print_score_summary(result: Any, files: dict[str, Path], console: Console) -
         f"{model.get('name') or model.get('architecture')} ({model.get('kind')}, {model.get('stain')})",
     )
     if result.status != "done":
-        console.print(f"no score for {name}: no tissue; wrote {', '.join(str(p) for p in files.values())}")
+        console.print(f"no score for {name}; wrote {', '.join(str(p) for p in files.values())}")
         return
     score = result.score
     colour = {"negative": "green", "equivocal": "yellow", "positive": "red"}.get(score.clinical_group, "white")

@@ -222,9 +222,12 @@ def test_the_largest_fraction_and_the_coarsest_and_finest_grid(
     ):
         _one_line(_score(cli, small_slide, tmp_path / name, *options), 6, "no tile has at least 25% tissue")
         assert (tmp_path / name / "report.json").exists()
-    # The strictest blur check drops every tile (exit 0: a report whose note says no tile was scored).
-    assert _score(cli, small_slide, tmp_path / "f", "--min-blur", 1_000_000).exit_code == 0
-    assert _report(tmp_path / "f")["tiles"] == {"on_tissue": 16, "scored": 0, "dropped": {"blur": 16}}
+    # The strictest blur check drops every tile: not a score of 0 made on nothing, but exit 6 and a
+    # report that says no tile could be scored and why.
+    _one_line(_score(cli, small_slide, tmp_path / "f", "--min-blur", 1_000_000), 6,
+              "no tile could be scored: all 16 tiles on tissue were dropped (blur: 16)")  # fmt: skip
+    report = _report(tmp_path / "f")
+    assert report["status"] == "no_tissue" and report["result"] is None and "blur: 16" in report["message"]
     # The finest µm/px the slide can claim: 0.05 instead of its 0.5, ten times less tissue than
     # the mask can find (exit 6, said), not a 10x larger slide in memory.
     _one_line(_score(cli, small_slide, tmp_path / "e", "--mpp", 0.05), 6, "no tissue was found")

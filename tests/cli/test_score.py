@@ -92,6 +92,22 @@ def test_no_tissue_gives_a_report_saying_so_and_exit_6(run_cli, tmp_path: Path) 
     assert report["status"] == "no_tissue" and report["result"] is None and "fluorescence" in report["message"]
 
 
+def test_stroma_without_tumour_cells_is_not_scored_0_but_reported_unscorable(run_cli, tmp_path: Path) -> None:
+    import cv2
+
+    from tests.models.dab.conftest import render_tissue
+
+    rgb, boundary = render_tissue(membrane_od=0.2)  # the right half: fibroblasts, lymphocytes, macrophages
+    image = tmp_path / "stroma.png"
+    cv2.imwrite(str(image), cv2.cvtColor(np.ascontiguousarray(rgb[:, boundary + 20 :]), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    result = run_cli("score", image, "--mpp", 0.5, "--tile-size", 256, "-o", out, "--workers", "0", "-q")
+    assert result.exit_code == 6, result.stderr
+    assert "no tile could be scored" in result.stderr and "no tumour cell" in result.stderr
+    report = _report(out)
+    assert report["status"] == "no_tissue" and report["result"] is None  # no HER2 0 called on no tumour
+
+
 @pytest.mark.models
 def test_trained_model_on_a_synthetic_slide_writes_consistent_outputs(
     run_cli, tmp_path: Path, synthetic_slide, checkpoint_he: Path

@@ -175,6 +175,7 @@ class ScorerOutputs:
         summary_fields: slide-summary values shown in batch summaries.
         files: extra files (names from :data:`SCORER_FILES`), written from the finishing step's tables.
         caveat: what the user must know about this scorer's results.
+        no_result_hint: what to do when no tile gave a result (the scorer found nothing to score).
     """
 
     probability_prefix: str = "p"
@@ -183,6 +184,7 @@ class ScorerOutputs:
     summary_fields: tuple[SummaryField, ...] = ()
     files: tuple[str, ...] = ()
     caveat: str = ""
+    no_result_hint: str = "the scorer found nothing to score in them"
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.files if name not in SCORER_FILES]

@@ -43,6 +43,10 @@ FRACTION_KEYS = ("frac_0", "frac_1plus", "frac_2plus", "frac_3plus")
 # Tiles of 256 µm (1024 px at 0.25 µm/px), the same tissue area as the classifiers' BCI patches.
 DAB_TILE_SIZE_UM = 256.0
 KIND = "dab"
+NO_RESULT_HINT = (
+    "a tile has no result when no tumour cell was found in it: check that the slide (or --roi) holds invasive "
+    "carcinoma; docs/dab-scorer.md says what the tumour gate keeps"
+)
 CAVEAT = (
     "The DAB scorer's percentages are over the cells its tumour gate counts as invasive carcinoma, "
     "judged from nuclear size, shape, chromatin and cohesion without trained weights; it cannot tell "
@@ -245,7 +249,13 @@ class DabScorer:
     def outputs(self) -> ScorerOutputs:
         """Tumour-cell fractions per class, cell counts, the membrane index and membrane measurements."""
         return ScorerOutputs(
-            "fraction_cells", VALUE_COLUMNS, HEATMAP_CHANNELS, SUMMARY_FIELDS, files=(CELLS_FILE,), caveat=CAVEAT
+            "fraction_cells",
+            VALUE_COLUMNS,
+            HEATMAP_CHANNELS,
+            SUMMARY_FIELDS,
+            files=(CELLS_FILE,),
+            caveat=CAVEAT,
+            no_result_hint=NO_RESULT_HINT,
         )
 
     def identity(self) -> dict[str, Any]:
