@@ -103,10 +103,16 @@ def _identical_to(reference: Path) -> Callable[[Path], None]:
     return check
 
 
+def _disk_full_line(result: CliResult, disk: Path) -> None:
+    line = assert_one_line(result, 10, str(disk))
+    assert "disk full" in line or "No space left" in line, line
+
+
 def _run_at_every_budget(
     cli: Callable[..., CliResult], disk: Path, reference: Path, args: Callable[[Path], list[object]],
-    check: Callable[[Path], None],
+    check: Callable[[Path], None], failed: Callable[[CliResult, Path], None] | None = None,
 ) -> None:  # fmt: skip
+    """Run at every budget; ``failed(result, out)`` checks the failure (default: exit 10, one line)."""
     total = _size(reference)
     assert total < MOUNT_BYTES // 3
     for fraction in FRACTIONS:
@@ -114,8 +120,10 @@ def _run_at_every_budget(
         out = disk / f"out-{fraction}"
         _fill(disk, int(total * fraction))
         result = cli(*args(out))
-        line = assert_one_line(result, 10, str(disk))
-        assert "disk full" in line or "No space left" in line, line
+        if failed is None:
+            _disk_full_line(result, disk)
+        else:
+            failed(result, out)
         if out.exists():
             assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
             check(out)
@@ -256,23 +264,19 @@ def test_batch_on_a_full_disk(cli: Callable[..., CliResult], small_slide: Path, 
     assert cli(*args(reference)).exit_code == 0
     expected = tree_files(reference)
     total = _size(reference)
-    assert total < MOUNT_BYTES // 3
-    for fraction in FRACTIONS:
-        _clear(disk)
-        out = disk / f"out-{fraction}"
-        _fill(disk, int(total * fraction))
-        result = cli(*args(out))
+
+    def failed(result: CliResult, out: Path) -> None:
         if result.exit_code == 10:  # not even the summary fits: one line naming what could not be written
-            line = assert_one_line(result, 10, str(disk))
-            assert "disk full" in line or "No space left" in line, line
-        else:  # the summary fits: each slide that did not is a failed row saying why and where
-            assert result.exit_code == 12, result.stderr
-            with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
-                rows = list(csv.DictReader(fh))
-            failed = [r for r in rows if r["status"] != "done"]
-            assert failed and all(r["status"] == "failed" for r in failed)
-            assert all(str(disk) in r["message"] and "disk full" in r["message"] for r in failed), failed
-        assert not [p for p in out.rglob("*") if p.name.startswith(".tmp-")]
+            _disk_full_line(result, disk)
+            return
+        assert result.exit_code == 12, result.stderr  # the summary fits: a failed row per slide that did not
+        with open(out / "summary.csv", newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+        not_done = [r for r in rows if r["status"] != "done"]
+        assert not_done and all(r["status"] == "failed" for r in not_done)
+        assert all(str(disk) in r["message"] and "disk full" in r["message"] for r in not_done), not_done
+
+    def check(out: Path) -> None:
         for folder in (out / "one.svs", out / "two.svs"):
             manifest = read_manifest(folder)
             if manifest is None or manifest["status"] != "done":  # not done: nothing looks complete
@@ -280,6 +284,8 @@ def test_batch_on_a_full_disk(cli: Callable[..., CliResult], small_slide: Path, 
         for name, data in tree_files(out).items():  # final-named files are the reference's
             if data is not None:
                 assert data == expected[name], name
+
+    _run_at_every_budget(cli, disk, reference, args, check, failed)
     _clear(disk)
     out = disk / "rerun"
     _fill(disk, int(total * 0.5))
